@@ -1,0 +1,7 @@
+"""Entry point for ``python -m margin_risk``."""
+
+import sys
+
+from margin_risk.cli import main
+
+sys.exit(main())
