@@ -1,0 +1,1 @@
+"""emr_jobs package."""

@@ -1,0 +1,1 @@
+"""The enforcement Lambda function (handler, wiring)."""
