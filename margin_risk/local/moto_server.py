@@ -90,7 +90,13 @@ def provision(
     import boto3
 
     cfg = config or EnforcementConfig()
-    session = boto3.session.Session(region_name=region, **_session_credentials())
+    creds = _session_credentials()
+    session = boto3.session.Session(
+        region_name=region,
+        aws_access_key_id=creds.get("aws_access_key_id"),
+        aws_secret_access_key=creds.get("aws_secret_access_key"),
+        aws_session_token=creds.get("aws_session_token"),
+    )
     ddb = session.client("dynamodb", endpoint_url=endpoint)
     existing = set(ddb.list_tables()["TableNames"])
     if cfg.state_table_name not in existing:
