@@ -1,0 +1,191 @@
+"""Spec section 6: the command line, its output and every kind of invalid input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from margin_risk.cli import main
+from tests.factories import long_book, margin_calc, stress_result
+
+SNAPSHOT = {
+    "account_id": "ACC_DEMO_001",
+    "cash": -20000.0,
+    "positions": [{"symbol": "AAPL", "quantity": 1000, "price": 50.0, "beta": 1.2}],
+}
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_what_if_prints_margin_and_default_stress_grid(tmp_path, capsys):
+    path = write(tmp_path, "snap.json", json.dumps(SNAPSHOT))
+    code, out, err = run(capsys, "what-if", path)
+    assert code == 0 and err == ""
+    doc = json.loads(out)
+    assert list(doc) == [
+        "account_id", "long_market_value", "short_market_value", "equity",
+        "maintenance_req", "excess", "deficiency", "stress",
+    ]  # fmt: skip
+    assert (doc["equity"], doc["maintenance_req"], doc["excess"], doc["deficiency"]) == (
+        30_000.0, 12_500.0, 17_500.0, 0.0,
+    )  # fmt: skip
+    assert [s["scenario"] for s in doc["stress"]] == [
+        -0.08, -0.06, -0.04, -0.02, 0.0, 0.02, 0.04, 0.06,
+    ]  # fmt: skip
+    worst = doc["stress"][0]
+    assert worst == {"scenario": -0.08, "equity": 25_200.0, "maintenance_req": 11_300.0,
+                     "deficiency": 0.0}  # fmt: skip
+
+
+def test_what_if_with_given_scenarios_and_cents_rounding(tmp_path, capsys):
+    snap = {"account_id": "S", "cash": 10_000.0,
+            "positions": [{"symbol": "NEAR5", "quantity": -1000, "price": 5.10}]}  # fmt: skip
+    path = write(tmp_path, "snap.json", json.dumps(snap))
+    code, out, _ = run(capsys, "what-if", path, "--scenarios", "-0.05,-0.10")
+    assert code == 0
+    doc = json.loads(out)
+    # 5.10 x 0.95 = 4.845 -> below $5: max(2,500, 4,845) = 4,845; equity 10,000 - 4,845
+    assert doc["stress"] == [
+        {"scenario": -0.05, "equity": 5_155.0, "maintenance_req": 4_845.0, "deficiency": 0.0},
+        {"scenario": -0.1, "equity": 5_410.0, "maintenance_req": 4_590.0, "deficiency": 0.0},
+    ]
+
+
+def test_what_if_runs_as_a_module():
+    # The real entry point, as a user types it
+    proc = subprocess.run(
+        [sys.executable, "-m", "margin_risk", "what-if", "/nonexistent/snap.json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "cannot read" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("{not json", "invalid JSON"),
+        ('{"account_id": "A", "cash": NaN, "positions": []}', "NaN is not allowed"),
+        ('{"account_id": "A", "cash": Infinity, "positions": []}', "Infinity is not allowed"),
+        ('{"account_id": "A", "cash": 1e999, "positions": []}', "cash: Input should be a finite"),
+        ('{"account_id": "A", "positions": []}', "cash: Field required"),
+        ('{"account_id": "A", "cash": "100", "positions": []}', "cash: Input should be a valid number"),
+        ('{"account_id": "", "cash": 1, "positions": []}', "account_id"),
+        ('{"account_id": "A", "cash": 1, "positions": [{"symbol": "X", "quantity": 1, "price": -2}]}',
+         "positions.0.price: Input should be greater than or equal to 0"),
+        ('{"account_id": "A", "cash": 1, "positions": [{"symbol": "X", "price": 2}]}',
+         "positions.0.quantity: Field required"),
+        ("[1, 2]", "Input should be a valid dictionary"),
+    ],
+)  # fmt: skip
+def test_what_if_rejects_bad_snapshots_with_one_line(tmp_path, capsys, text, needle):
+    path = write(tmp_path, "bad.json", text)
+    code, out, err = run(capsys, "what-if", path)
+    assert code != 0
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert needle in err
+
+
+@pytest.mark.parametrize("bad", ["-0.05,abc", "nan", "-1.5", "inf"])
+def test_what_if_rejects_bad_scenarios(tmp_path, capsys, bad):
+    path = write(tmp_path, "snap.json", json.dumps(SNAPSHOT))
+    code, out, err = run(capsys, "what-if", path, "--scenarios", bad)
+    assert code != 0 and out == ""
+    assert "--scenarios" in err
+
+
+def test_replay_prints_the_audit_events_in_decision_order(tmp_path, capsys):
+    events = [
+        margin_calc("A1", 0, -20_000.0, long_book(50.0)),
+        margin_calc("A1", 60, -20_000.0, long_book(19.0), correlation_id="corr-crash"),
+        stress_result("A2", 30, -45_000.0, long_book(50.0)),
+        margin_calc("A1", 120, -20_000.0, long_book(40.0)),
+    ]
+    text = "\n".join(e.model_dump_json() for e in events) + "\n"
+    code, out, err = run(capsys, "replay", write(tmp_path, "events.jsonl", text))
+    assert code == 0 and err == ""
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert [x["event_type"] for x in lines] == [
+        "MARGIN_CALL_ISSUED", "LIQUIDATION_TRIGGERED", "STRESS_BREACH", "MARGIN_CALL_MET",
+    ]  # fmt: skip
+    assert set(lines[0]) == {
+        "event_id", "event_type", "account_id", "timestamp", "details", "correlation_id",
+    }  # fmt: skip
+    assert set(lines[0]["details"]) == {
+        "deficiency", "excess", "equity", "maintenance_req", "scenario", "reason",
+    }  # fmt: skip
+    assert lines[0]["correlation_id"] == "corr-crash"
+    assert lines[0]["timestamp"] == "2026-02-16T14:31:00Z"
+    assert lines[2]["details"]["scenario"] == -0.08
+
+
+def test_replay_keeps_unknown_fields_and_rejects_bad_lines_without_output(tmp_path, capsys):
+    good = margin_calc("A1", 0, -20_000.0, long_book(19.0), origin_ts="2026-02-16T14:30:00Z")
+    raw = json.loads(good.model_dump_json())
+    assert raw["origin_ts"] == "2026-02-16T14:30:00Z"
+    bad = dict(raw, event_id="e2", equity=float("nan"))
+    text = good.model_dump_json() + "\n" + json.dumps(bad) + "\n"
+    code, out, err = run(capsys, "replay", write(tmp_path, "e.jsonl", text))
+    assert code != 0
+    assert out == ""
+    assert ":2:" in err and "NaN" in err
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("{oops", "invalid JSON"),
+        ("[]", "expected a JSON object"),
+        ('{"event_id": "x", "account_id": "A"}', "Field required"),
+        ('{"event_id": "x", "account_id": "A", "timestamp": "2026-02-16T14:30:00Z", "scenarios": [],'
+         ' "worst_scenario": 0, "worst_deficiency": 0, "correlation_id": "c"}', "scenarios"),
+    ],
+)  # fmt: skip
+def test_replay_rejects_each_kind_of_bad_line(tmp_path, capsys, line, needle):
+    code, out, err = run(capsys, "replay", write(tmp_path, "e.jsonl", line + "\n"))
+    assert code != 0 and out == ""
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_rebuild_state_from_a_local_audit_dir(tmp_path, capsys):
+    from margin_risk.audit import audit_objects
+    from margin_risk.enforcement import replay
+
+    events = [
+        margin_calc("A1", 0, -20_000.0, long_book(25.0)),
+        margin_calc("A1", 1801, -20_000.0, long_book(25.0)),
+        margin_calc("A2", 10, -20_000.0, long_book(25.0)),
+        margin_calc("A2", 20, -20_000.0, long_book(40.0)),
+    ]
+    result = replay(events)
+    for key, body in audit_objects(result.decisions, "b1").items():
+        p = tmp_path / key
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(body)
+    code, out, _ = run(capsys, "rebuild-state", str(tmp_path / "audit"))
+    assert code == 0
+    views = json.loads(out)
+    assert views["A1"]["call_open"] is True and views["A1"]["restricted"] is True
+    assert views["A1"]["call_amount"] == 1_250.0
+    assert views["A2"]["call_open"] is False and views["A2"]["decisions"] == 2
+
+
+def test_rebuild_state_rejects_a_missing_dir(capsys):
+    code, _, err = run(capsys, "rebuild-state", "/nonexistent/dir")
+    assert code != 0 and "not a directory" in err
