@@ -47,6 +47,8 @@ GLUE_DATABASE: Final = "margin_risk"
 AUDIT_TABLE: Final = "audit_events"
 ATHENA_WORKGROUP: Final = f"{PROJECT}-audit"
 AUDIT_PREFIX: Final = "audit/"
+# Records the enforcement function rejected (JSON lines: raw record + reason), same bucket.
+REJECTED_PREFIX: Final = "rejected/"
 OPS_DASHBOARD: Final = f"{PROJECT}-operations"
 RISK_DASHBOARD: Final = f"{PROJECT}-risk"
 
