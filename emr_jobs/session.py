@@ -1,0 +1,33 @@
+"""SparkSession construction with the settings the job relies on (UTC, small shuffles)."""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+# Timestamps are parsed and printed in UTC regardless of the host's zone.
+SESSION_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    # Wire-format JSON: NaN/Infinity literals are parsed, then rejected by validation.
+    "spark.sql.json.enableExactStringParsing": "true",
+}
+
+
+def build_local_session(
+    shuffle_partitions: int = 2, app_name: str = "margin-job-local"
+) -> SparkSession:
+    """local[2] session for tests, the benchmark and the demo: no UI, few shuffle partitions."""
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.driver.memory", "2g")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    )
+    for k, v in SESSION_CONF.items():
+        builder = builder.config(k, v)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
