@@ -51,6 +51,8 @@ AUDIT_PREFIX: Final = "audit/"
 REJECTED_PREFIX: Final = "rejected/"
 OPS_DASHBOARD: Final = f"{PROJECT}-operations"
 RISK_DASHBOARD: Final = f"{PROJECT}-risk"
+# CloudWatch Logs group of the Spark job (EMR Serverless monitoringConfiguration).
+SPARK_LOG_GROUP: Final = f"/aws/emr-serverless/{PROJECT}"
 
 
 def audit_bucket_name(account: str, env: str = "dev") -> str:
