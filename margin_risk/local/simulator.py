@@ -1,0 +1,331 @@
+"""A reproducible trading session for the local demo: books, a calm morning, a sell-off, cures.
+
+Every account is given a *role* (strong, near-edge, weak-and-cures, weak-and-defaults, wipe-out,
+short seller) whose leverage is chosen so the sell-off plays out the way the role says. The
+simulator also carries its own reference of positions and cash, so `expected_margin_events` can
+replay the session through `margin_risk.rules` and `margin_risk.enforcement` independently of
+Spark and the Lambda: the integration test compares the two.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from margin_risk import names
+from margin_risk.models import MarginCalc
+from margin_risk.rules import Holding, compute_margin
+
+SESSION_OPEN = datetime(2026, 2, 16, 14, 30, tzinfo=UTC)
+
+ROLES = ("strong", "near_edge", "weak_cures", "weak_defaults", "wipe_out", "short_seller")
+ROLE_WEIGHTS = (0.50, 0.10, 0.12, 0.10, 0.04, 0.14)
+# Equity as a fraction of long market value at the open, per role (see module docstring).
+EQUITY_RATIO = {
+    "strong": (0.60, 0.90),
+    "near_edge": (0.36, 0.40),
+    "weak_cures": (0.27, 0.29),
+    "weak_defaults": (0.27, 0.29),
+}
+SQUEEZE_MOVE = 0.80  # the meme stock's gap up, after the sell-off
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record to produce: topic, key, value (bytes, may be deliberately malformed)."""
+
+    topic: str
+    key: str
+    value: bytes
+
+
+@dataclass
+class Step:
+    """Records that share one event time; the demo lets the pipeline settle between steps."""
+
+    name: str
+    at: datetime
+    records: list[Record] = field(default_factory=list)
+
+    def add(self, topic: str, key: str, value: dict[str, Any]) -> None:
+        self.records.append(Record(topic, key, json.dumps(value).encode()))
+
+
+@dataclass
+class Account:
+    account_id: str
+    role: str
+    cash: float = 0.0
+    positions: dict[str, float] = field(default_factory=dict)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+class MarketSimulator:
+    """Builds the steps of one session for a given size and seed (same seed, same session)."""
+
+    def __init__(self, accounts: int = 300, symbols: int = 40, seed: int = 7) -> None:
+        if accounts < 1 or symbols < 2:
+            raise ValueError("need at least 1 account and 2 symbols")
+        self.rng = random.Random(seed)
+        self.symbols = [f"S{i:03d}" for i in range(symbols)]
+        self.beta = {s: round(self.rng.uniform(0.8, 2.0), 2) for s in self.symbols}
+        self.price: dict[str, float] = {}
+        for i, s in enumerate(self.symbols):
+            # a few low-priced names so the short rules around $5 are exercised
+            lo, hi = (4.0, 7.0) if i % 8 == 0 else (15.0, 250.0)
+            self.price[s] = round(self.rng.uniform(lo, hi), 2)
+        # the meme stock: mid-priced, not one of the low-priced names
+        self.meme = next(s for s in self.symbols[1:] if self.price[s] >= 15.0)
+        self.accounts = [
+            Account(f"ACC{n:05d}", self.rng.choices(ROLES, ROLE_WEIGHTS)[0])
+            for n in range(accounts)
+        ]
+        self._ids = 0
+        self.steps: list[Step] = []
+        self.expected_rejections = 0
+        self.duplicates_sent = 0
+        self._build()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _next(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}-{self._ids:07d}"
+
+    def _margin(self, a: Account) -> tuple[float, float, float]:
+        r = compute_margin(a.cash, self._holdings(a))
+        return r.equity, r.maintenance_req, r.deficiency
+
+    def _holdings(self, a: Account) -> list[Holding]:
+        return [Holding(s, q, self.price[s], self.beta[s]) for s, q in a.positions.items() if q]
+
+    def _ticks(self, step: Step, moves: dict[str, float]) -> None:
+        for s in self.symbols:
+            self.price[s] = round(max(0.01, self.price[s] * (1.0 + moves[s])), 2)
+            step.add(
+                names.TOPIC_PRICES,
+                s,
+                {
+                    "symbol": s,
+                    "price": self.price[s],
+                    "timestamp": _iso(step.at),
+                    "beta": self.beta[s],
+                },
+            )
+
+    def _fill(self, step: Step, a: Account, symbol: str, side: str, qty: float) -> dict[str, Any]:
+        px = self.price[symbol]
+        fill = {
+            "fill_id": self._next("F"),
+            "account_id": a.account_id,
+            "symbol": symbol,
+            "side": side,
+            "quantity": qty,
+            "price": px,
+            "timestamp": _iso(step.at),
+            "correlation_id": self._next("corr-fill"),
+        }
+        signed = qty if side in ("BUY", "COVER") else -qty
+        a.positions[symbol] = a.positions.get(symbol, 0.0) + signed
+        a.cash -= signed * px
+        step.add(names.TOPIC_FILLS, a.account_id, fill)
+        return fill
+
+    def _deposit(self, step: Step, a: Account, amount: float) -> None:
+        a.cash += amount
+        step.add(
+            names.TOPIC_CASH,
+            a.account_id,
+            {
+                "txn_id": self._next("T"),
+                "account_id": a.account_id,
+                "amount": round(amount, 2),
+                "timestamp": _iso(step.at),
+                "correlation_id": self._next("corr-cash"),
+            },
+        )
+
+    # -- the session ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        t = SESSION_OPEN
+        opening = Step("opening prices", t - timedelta(seconds=1))
+        self._ticks(opening, dict.fromkeys(self.symbols, 0.0))
+        self.steps.append(opening)
+
+        books = Step("deposits and opening fills", t)
+        high_beta = sorted(self.symbols, key=lambda s: -self.beta[s])
+        for a in self.accounts:
+            self._open_book(books, a, high_beta)
+        # a broker re-sends some fills: they must never move a position twice
+        fills = [r for r in books.records if r.topic == names.TOPIC_FILLS]
+        for r in self.rng.sample(fills, k=max(1, len(fills) // 50)):
+            books.records.append(r)
+            self.duplicates_sent += 1
+        self.steps.append(books)
+
+        for k in range(6):  # a calm morning: +/-0.4% noise every 15 minutes
+            step = Step(f"morning {k + 1}", t + timedelta(minutes=15 * (k + 1)))
+            self._ticks(step, {s: self.rng.uniform(-0.004, 0.004) for s in self.symbols})
+            self.steps.append(step)
+
+        self._bad_records(self.steps[-1])
+
+        sell_start = t + timedelta(minutes=95)
+        for k in range(4):  # the sell-off: SPY -1.75% per step, beta-weighted, some noise
+            step = Step(f"sell-off {k + 1}", sell_start + timedelta(minutes=5 * k))
+            self._ticks(
+                step,
+                {s: self.beta[s] * -0.0175 + self.rng.uniform(-0.002, 0.002) for s in self.symbols},
+            )
+            self.steps.append(step)
+
+        squeeze = Step("short squeeze", sell_start + timedelta(minutes=25))
+        moves = dict.fromkeys(self.symbols, 0.0)
+        moves[self.meme] = SQUEEZE_MOVE
+        self._ticks(squeeze, moves)
+        self.steps.append(squeeze)
+
+        cures = Step("cure deposits", sell_start + timedelta(minutes=30))
+        for a in self.accounts:
+            if a.role == "weak_cures":
+                _, _, deficiency = self._margin(a)
+                if deficiency > 0:
+                    self._deposit(cures, a, round(deficiency * 1.5 + 1_000.0, 2))
+        self.steps.append(cures)
+
+        for k, minutes in enumerate((50, 70, 100, 160)):  # the afternoon drifts sideways
+            step = Step(f"afternoon {k + 1}", sell_start + timedelta(minutes=minutes))
+            self._ticks(step, {s: self.rng.uniform(-0.002, 0.002) for s in self.symbols})
+            self.steps.append(step)
+
+    def _open_book(self, step: Step, a: Account, high_beta: list[str]) -> None:
+        rng = self.rng
+        if a.role in ("short_seller", "wipe_out"):
+            equity = round(rng.uniform(20_000, 80_000), 2)
+            self._deposit(step, a, equity)
+            if a.role == "wipe_out":  # all in on shorting the meme stock: 2x equity short
+                self._fill(
+                    step, a, self.meme, "SHORT", float(int(2.0 * equity / self.price[self.meme]))
+                )
+                return
+            for s in rng.sample(high_beta[: max(2, len(high_beta) // 3)], k=2):
+                # low-priced shorts carry a 100% requirement: size them smaller
+                size = (0.2, 0.4) if self.price[s] < 5.0 else (0.5, 1.0)
+                qty = float(max(10, int(equity * rng.uniform(*size) / self.price[s])))
+                self._fill(step, a, s, "SHORT", qty)
+            return
+        lo, hi = EQUITY_RATIO[a.role]
+        ratio = rng.uniform(lo, hi)
+        # long books never hold the meme stock, so the squeeze only hits its shorts
+        longs = [s for s in high_beta if s != self.meme]
+        pool = longs[: max(3, len(longs) // 2)] if a.role != "strong" else longs
+        picks = rng.sample(pool, k=min(len(pool), rng.randint(3, 6)))
+        target_lmv = rng.uniform(50_000, 400_000)
+        self._deposit(step, a, round(target_lmv * ratio, 2))
+        for s in picks:
+            qty = float(max(1, int(target_lmv / len(picks) / self.price[s])))
+            self._fill(step, a, s, "BUY", qty)
+
+    def _bad_records(self, step: Step) -> None:
+        """Malformed or invalid input the pipeline must reject with a reason, changing nothing."""
+        victim = self.accounts[0].account_id
+        when = _iso(step.at)
+        s0, s1 = self.symbols[0], self.symbols[1]
+        bad = [
+            Record(names.TOPIC_FILLS, victim, b'{"fill_id": "bad-1", "account_id": '),
+            Record(names.TOPIC_PRICES, s0,
+                   f'{{"symbol": "{s0}", "price": NaN, "timestamp": "{when}"}}'.encode()),
+            Record(names.TOPIC_FILLS, victim, json.dumps({
+                "fill_id": "bad-3", "account_id": victim, "symbol": s1, "side": "BUY",
+                "quantity": -100, "price": 10.0, "timestamp": when, "correlation_id": "c-bad",
+            }).encode()),
+            Record(names.TOPIC_PRICES, s1, json.dumps(
+                {"symbol": s1, "price": -3.0, "timestamp": when}).encode()),
+        ]  # fmt: skip
+        step.records.extend(bad)
+        self.expected_rejections += len(bad)
+
+    # -- the independent reference ---------------------------------------------------------------
+    def events_in(self) -> int:
+        return sum(len(s.records) for s in self.steps)
+
+    def iter_records(self) -> Iterator[tuple[Step, Record]]:
+        for s in self.steps:
+            for r in s.records:
+                yield s, r
+
+
+def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
+    """Replay the session's valid records step by step through the reference rules.
+
+    One margin result per account whose inputs changed in a step, at the step's event time:
+    what the Spark job produces when each step is one micro-batch.
+    """
+    prices: dict[str, float] = {}
+    betas: dict[str, float] = {}
+    cash: dict[str, float] = defaultdict(float)
+    pos: dict[str, dict[str, float]] = defaultdict(dict)
+    seen: set[str] = set()
+    out: list[MarginCalc] = []
+    for step in sim.steps:
+        touched: set[str] = set()
+        changed_symbols: set[str] = set()
+        for r in step.records:
+            try:
+                v = json.loads(r.value)
+            except ValueError:
+                continue
+            if r.topic == names.TOPIC_PRICES:
+                px = v.get("price")
+                if not isinstance(px, (int, float)) or not math.isfinite(px) or px < 0:
+                    continue
+                prices[v["symbol"]] = float(v["price"])
+                betas[v["symbol"]] = float(v.get("beta", 1.0))
+                changed_symbols.add(v["symbol"])
+            elif r.topic == names.TOPIC_FILLS:
+                if v["quantity"] <= 0 or v["fill_id"] in seen:
+                    continue
+                seen.add(v["fill_id"])
+                signed = v["quantity"] if v["side"] in ("BUY", "COVER") else -v["quantity"]
+                pos[v["account_id"]][v["symbol"]] = (
+                    pos[v["account_id"]].get(v["symbol"], 0.0) + signed
+                )
+                cash[v["account_id"]] -= signed * v["price"]
+                touched.add(v["account_id"])
+            elif r.topic == names.TOPIC_CASH:
+                if v["txn_id"] in seen:
+                    continue
+                seen.add(v["txn_id"])
+                cash[v["account_id"]] += v["amount"]
+                touched.add(v["account_id"])
+        for acct, book in pos.items():
+            if set(book) & changed_symbols:
+                touched.add(acct)
+        for acct in sorted(touched):
+            holdings = [
+                Holding(s, q, prices[s], betas.get(s, 1.0)) for s, q in pos[acct].items() if q
+            ]
+            m = compute_margin(cash[acct], holdings)
+            out.append(
+                MarginCalc(
+                    event_id=f"ref-{acct}-{step.at.isoformat()}",
+                    account_id=acct,
+                    timestamp=step.at,
+                    equity=m.equity,
+                    maintenance_req=m.maintenance_req,
+                    excess=m.excess,
+                    deficiency=m.deficiency,
+                    long_market_value=m.long_market_value,
+                    short_market_value=m.short_market_value,
+                    correlation_id=f"ref-{acct}",
+                )
+            )
+    return out
