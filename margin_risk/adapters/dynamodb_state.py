@@ -1,0 +1,165 @@
+"""DynamoDB account-state repository: head item per account, history items below it.
+
+Per batch: one BatchGetItem per 100 accounts, one conditional PutItem per account touched (the
+version guard that keeps two invocations from both moving an account), history via BatchWriteItem.
+``ReturnValuesOnConditionCheckFailure=ALL_OLD`` hands back the winner's item with the failure, so a
+conflict costs no extra read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from margin_risk import names
+from margin_risk.enforcement import AccountState
+from margin_risk.models import iso
+from margin_risk.service import HistoryEntry
+
+BATCH_GET_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
+MAX_UNPROCESSED_ROUNDS = 8
+
+
+def history_sk(version: int) -> str:
+    """``H#000000000042``: sorts below ``LATEST`` so a descending query returns the head first."""
+    return f"{names.SK_HISTORY_PREFIX}{version:012d}"
+
+
+def _state_attrs(state: AccountState) -> dict[str, Any]:
+    """The state JSON plus a few flat attributes an operator can read in the console."""
+    m = state.margin
+    return {
+        names.PK_ACCOUNT: {"S": state.account_id},
+        "version": {"N": str(state.version)},
+        "state": {"S": state.model_dump_json()},
+        "call_open": {"BOOL": m.call_open},
+        "restricted": {"BOOL": m.restricted},
+        "liquidation_triggered": {"BOOL": m.liquidation_triggered},
+        "stress_breached": {"BOOL": state.stress.breached},
+    }
+
+
+def state_from_item(item: dict[str, Any]) -> AccountState:
+    state = AccountState.model_validate_json(item["state"]["S"])
+    return state.model_copy(update={"version": int(item["version"]["N"])})
+
+
+class DynamoStateRepository:
+    """`margin_risk.service.StateRepository` on the account-state table."""
+
+    def __init__(self, client: Any, table_name: str = names.ACCOUNT_STATE_TABLE) -> None:
+        self.client = client
+        self.table = table_name
+
+    def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        out: dict[str, AccountState] = {}
+        ids = list(dict.fromkeys(account_ids))
+        for i in range(0, len(ids), BATCH_GET_LIMIT):
+            keys: list[dict[str, Any]] = [
+                {names.PK_ACCOUNT: {"S": a}, names.SK_ITEM: {"S": names.SK_HEAD}}
+                for a in ids[i : i + BATCH_GET_LIMIT]
+            ]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for round_ in range(MAX_UNPROCESSED_ROUNDS):
+                resp = self.client.batch_get_item(RequestItems=request)
+                for item in resp.get("Responses", {}).get(self.table, []):
+                    s = state_from_item(item)
+                    out[s.account_id] = s
+                request = resp.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05 * 2**round_)
+            else:
+                raise RuntimeError("BatchGetItem left keys unprocessed after retries")
+        return out
+
+    def commit(self, state: AccountState, expected_version: int) -> AccountState | None:
+        item = {**_state_attrs(state), names.SK_ITEM: {"S": names.SK_HEAD}}
+        if expected_version == 0:
+            cond = f"attribute_not_exists({names.PK_ACCOUNT})"
+            values: dict[str, Any] = {}
+        else:
+            cond = "version = :expected"
+            values = {":expected": {"N": str(expected_version)}}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": item,
+            "ConditionExpression": cond,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self.client.put_item(**kwargs)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            old: dict[str, Any] | None = e.response.get("Item")  # type: ignore[assignment]
+            if not old:  # should not happen with ALL_OLD; read it rather than guess
+                got = self.client.get_item(
+                    TableName=self.table,
+                    Key={
+                        names.PK_ACCOUNT: {"S": state.account_id},
+                        names.SK_ITEM: {"S": names.SK_HEAD},
+                    },
+                    ConsistentRead=True,
+                )
+                old = got["Item"]
+            return state_from_item(old)
+        return None
+
+    def write_history(self, entries: Sequence[HistoryEntry]) -> None:
+        puts: list[dict[str, Any]] = []
+        for e in entries:
+            item = {
+                **_state_attrs(e.state),
+                names.SK_ITEM: {"S": history_sk(e.state.version)},
+                "batch_id": {"S": e.batch_id},
+                "decision_ids": {"L": [{"S": d} for d in e.decision_ids]},
+                "committed_at": {"S": iso(e.committed_at)},
+            }
+            puts.append({"PutRequest": {"Item": item}})
+        for i in range(0, len(puts), BATCH_WRITE_LIMIT):
+            request: dict[str, Any] = {self.table: puts[i : i + BATCH_WRITE_LIMIT]}
+            for round_ in range(MAX_UNPROCESSED_ROUNDS):
+                resp = self.client.batch_write_item(RequestItems=request)
+                request = resp.get("UnprocessedItems") or {}
+                if not request:
+                    break
+                time.sleep(0.05 * 2**round_)
+            else:
+                raise RuntimeError("BatchWriteItem left items unprocessed after retries")
+
+    def scan_heads(self) -> dict[str, AccountState]:
+        """Every account's current state (tests, the demo and the rebuild comparison)."""
+        out: dict[str, AccountState] = {}
+        paginator = self.client.get_paginator("scan")
+        for page in paginator.paginate(
+            TableName=self.table,
+            FilterExpression=f"{names.SK_ITEM} = :head",
+            ExpressionAttributeValues={":head": {"S": names.SK_HEAD}},
+        ):
+            for item in page.get("Items", []):
+                s = state_from_item(item)
+                out[s.account_id] = s
+        return out
+
+    def history(self, account_id: str) -> list[dict[str, Any]]:
+        """The account's items newest first (head, then history), as the seed's queries."""
+        resp = self.client.query(
+            TableName=self.table,
+            KeyConditionExpression=f"{names.PK_ACCOUNT} = :a",
+            ExpressionAttributeValues={":a": {"S": account_id}},
+            ScanIndexForward=False,
+        )
+        items: list[dict[str, Any]] = resp.get("Items", [])
+        return items
+
+
+def dumps_state(state: AccountState) -> str:
+    return json.dumps(json.loads(state.model_dump_json()), sort_keys=True)
