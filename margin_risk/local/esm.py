@@ -10,16 +10,16 @@ re-deliveries goes to the on-failure destination and the partition moves on.
 
 from __future__ import annotations
 
-import base64
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from lambdas.enforcement.local_invoke import FakeLambdaContext, KafkaRecordLike, build_msk_event
+from lambdas.enforcement.local_invoke import msk_record as _msk_record
 from margin_risk import names
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -31,59 +31,19 @@ class OnFailure(Protocol):
     def send(self, records: Sequence[Mapping[str, Any]], reason: str) -> None: ...
 
 
-@dataclass
-class LambdaContextStub:
-    """The attributes of a Lambda context that Powertools reads."""
+def msk_event(messages: Sequence[Message], bootstrap: str) -> dict[str, Any]:
+    """The MSK event for consumed messages (the Lambda package's own builder, so both agree)."""
+    records = cast(Sequence[KafkaRecordLike], messages)
+    return build_msk_event(records, bootstrap_servers=bootstrap)
 
-    function_name: str = names.ENFORCEMENT_FUNCTION
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        f"arn:aws:lambda:us-east-1:000000000000:function:{names.ENFORCEMENT_FUNCTION}"
-    )
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    timeout_ms: int = 60_000
-    _started: float = field(default_factory=time.monotonic)
 
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, self.timeout_ms - int((time.monotonic() - self._started) * 1000))
+def msk_record(msg: Message) -> dict[str, Any]:
+    return _msk_record(cast(KafkaRecordLike, msg))
 
 
 def coordinate(msg: Message) -> tuple[str, int, int]:
     """(topic, partition, offset) of a consumed message (the client types them as optional)."""
     return str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
-
-
-def msk_record(msg: Message) -> dict[str, Any]:
-    """One consumed Kafka message in the shape Lambda delivers it from MSK."""
-    key = msg.key()
-    value = msg.value()
-    ts_type, ts = msg.timestamp()
-    raw_headers: list[tuple[str, bytes | None]] = list(msg.headers() or [])  # type: ignore[arg-type]
-    headers = [{k: list(v or b"")} for k, v in raw_headers]
-    topic, partition, offset = coordinate(msg)
-    return {
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "timestamp": ts,
-        "timestampType": "LOG_APPEND_TIME" if ts_type == 2 else "CREATE_TIME",
-        "key": base64.b64encode(key).decode() if key is not None else None,
-        "value": base64.b64encode(value or b"").decode(),
-        "headers": headers,
-    }
-
-
-def msk_event(messages: Sequence[Message], bootstrap: str) -> dict[str, Any]:
-    records: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for m in messages:
-        topic, partition, _ = coordinate(m)
-        records[f"{topic}-{partition}"].append(msk_record(m))
-    return {
-        "eventSource": "aws:kafka",
-        "eventSourceArn": f"arn:aws:kafka:us-east-1:000000000000:cluster/{names.MSK_CLUSTER}/local",
-        "bootstrapServers": bootstrap,
-        "records": dict(records),
-    }
 
 
 def failed_offsets(response: Any) -> dict[tuple[str, int], int]:
@@ -180,7 +140,7 @@ class LocalEventSourceMapping:
         event = msk_event(batch, self.bootstrap)
         started = time.perf_counter()
         try:
-            response = self.handler(event, LambdaContextStub())
+            response = self.handler(event, FakeLambdaContext())
             failures = failed_offsets(response)
         except Exception:  # the whole invocation failed: Lambda retries the whole batch
             self.stats.errors += 1
