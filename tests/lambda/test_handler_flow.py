@@ -1,0 +1,102 @@
+"""MSK-shaped batches through the real handler: calls, cures, liquidations land in DynamoDB, S3, SNS."""
+
+from __future__ import annotations
+
+import pytest
+
+from lambdas.enforcement.local_invoke import build_msk_event
+from margin_risk import names
+
+from .harness import Deployment, Feed, book, calc, stress
+
+pytestmark = pytest.mark.integration
+
+
+def test_calls_cures_liquidations_and_stress_land_everywhere(deployment: Deployment, feed: Feed):
+    # Given four accounts spread over partitions of both result topics
+    first = [
+        calc("ACC-CURE", 0, -40_000, book(50), "c1"),  # equity 10,000 < req 12,500: call 2,500
+        calc("ACC-LIQ", 0, -60_000, book(50), "l1"),  # equity -10,000: call and liquidation
+        calc("ACC-WARN", 0, -36_000, book(50), "w1"),  # excess 1,500 < cushion 2,500: warning
+        calc("ACC-STRESS", 0, -35_000, book(50), "s0"),  # excess 2,500 = cushion: nothing
+        stress("ACC-STRESS", 0, -35_000, book(50), "s1"),  # SPY -8%: stressed deficiency 1,100
+    ]
+    records = feed.records(first)
+    event = build_msk_event(records)
+    assert len(event["records"]) >= 3  # several topic-partitions in one batch
+    assert all(
+        r["value"] and not r["value"].startswith("{")
+        for rs in event["records"].values()
+        for r in rs
+    )
+
+    # When the first batch arrives, then the cure path 1,900 s and 2,000 s later
+    assert deployment.send(records) == {"batchItemFailures": []}
+    later = [
+        calc("ACC-CURE", 1900, -40_000, book(50), "c2"),  # call open 1,900 s > 1,800: restricted
+        calc("ACC-CURE", 2000, -40_000, book(60), "c3"),  # equity 20,000 >= req 15,000: cured
+    ]
+    assert deployment.send(feed.records(later)) == {"batchItemFailures": []}
+
+    # Then the audit trail holds exactly the ladder steps of spec section 3, each once
+    audit = deployment.audit()
+    by_account: dict[str, list[str]] = {}
+    for e in audit:
+        by_account.setdefault(e.account_id, []).append(e.event_type)
+    assert by_account == {
+        "ACC-CURE": ["MARGIN_CALL_ISSUED", "ACCOUNT_RESTRICTED", "MARGIN_CALL_MET"],
+        "ACC-LIQ": ["MARGIN_CALL_ISSUED", "LIQUIDATION_TRIGGERED"],
+        "ACC-WARN": ["MARGIN_WARNING"],
+        "ACC-STRESS": ["STRESS_BREACH"],
+    }
+    assert len({e.event_id for e in audit}) == len(audit) == 7
+    call = next(e for e in audit if e.event_id == "c1:MARGIN_CALL_ISSUED")
+    assert (call.details.deficiency, call.details.equity, call.details.maintenance_req) == (
+        2_500.0,
+        10_000.0,
+        12_500.0,
+    )
+    assert call.correlation_id == "corr-c1"
+    met = next(e for e in audit if e.event_type == "MARGIN_CALL_MET")
+    assert met.event_id == "c3:MARGIN_CALL_MET" and "restriction lifted" in met.details.reason
+    breach = next(e for e in audit if e.event_type == "STRESS_BREACH")
+    assert breach.details.scenario == -0.08 and breach.details.deficiency == 1_100.0
+    liq = next(e for e in audit if e.event_type == "LIQUIDATION_TRIGGERED")
+    assert liq.details.equity == -10_000.0 and "negative equity" in liq.details.reason
+
+    # ... partitioned by the decisions' event hour, one object per batch and hour
+    keys = deployment.keys(names.AUDIT_PREFIX)
+    assert [k.split("/")[4] for k in keys] == ["hour=14", "hour=15"]
+    assert all(k.startswith("audit/year=2026/month=2/day=16/") for k in keys)
+
+    # And DynamoDB holds the state the ladder left, one version per batch that moved the account
+    st = deployment.states()
+    assert set(st) == {"ACC-CURE", "ACC-LIQ", "ACC-WARN", "ACC-STRESS"}
+    cure, liq_state = st["ACC-CURE"], st["ACC-LIQ"]
+    assert (cure.version, cure.margin.call_open, cure.margin.restricted) == (2, False, False)
+    assert liq_state.margin.call_open and liq_state.margin.liquidation_triggered
+    assert liq_state.margin.call_amount == 22_500.0
+    assert st["ACC-WARN"].margin.warning_armed is False and not st["ACC-WARN"].margin.call_open
+    assert st["ACC-STRESS"].stress.breached and not st["ACC-STRESS"].margin.call_open
+    # ... with history below the head: a descending query returns LATEST, then H#2, H#1
+    sks = [i["sk"]["S"] for i in deployment.items("ACC-CURE")]
+    assert sks == ["LATEST", "H#000000000002", "H#000000000001"]
+
+    # And SNS told the operators about each new call and the liquidation, once each
+    notes = deployment.notifications()
+    assert sorted(n["event_id"] for n in notes) == [
+        "c1:MARGIN_CALL_ISSUED",
+        "l1:LIQUIDATION_TRIGGERED",
+        "l1:MARGIN_CALL_ISSUED",
+    ]
+
+    # And the EMF metrics count the same
+    assert deployment.metric_total(names.METRIC_MARGIN_CALLS_ISSUED) == 2
+    assert deployment.metric_total(names.METRIC_LIQUIDATIONS) == 1
+    assert deployment.metric_total(names.METRIC_MARGIN_CALLS_MET) == 1
+    assert deployment.metric_total(names.METRIC_STRESS_BREACHES) == 1
+    assert deployment.metric_total(names.METRIC_BATCH_SIZE) == 7
+    blobs = deployment.metrics()
+    assert all(
+        b["_aws"]["CloudWatchMetrics"][0]["Namespace"] == names.METRICS_NAMESPACE for b in blobs
+    )
