@@ -575,7 +575,7 @@ RISK = DashboardSpec(
                     ),
                 ),
                 Widget(
-                    "Total deficiency of new calls ($)",
+                    "Total deficiency of new calls",
                     (enf(names.METRIC_TOTAL_DEFICIENCY, label="deficiency"),),
                     kind="stacked",
                     unit="$",

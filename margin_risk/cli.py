@@ -173,6 +173,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return int(run_demo(args))
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    from margin_risk.health import run_health
+
+    return run_health(args.metrics_dir, aws=args.aws, as_json=args.json)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboards.html_render import run_dashboard
+
+    return run_dashboard(args.out, args.metrics_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m margin_risk", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -196,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--summary-json")
     d.set_defaults(func=_cmd_demo)
+
+    h = sub.add_parser("health", help="pipeline health report: is every stage still moving?")
+    src = h.add_mutually_exclusive_group(required=True)
+    src.add_argument("--metrics-dir", help="a local run dir (or its metrics/ dir of EMF .jsonl)")
+    src.add_argument("--aws", action="store_true", help="read CloudWatch (default credentials)")
+    h.add_argument("--json", action="store_true", help="print the report as JSON")
+    h.set_defaults(func=_cmd_health)
+
+    g = sub.add_parser("dashboard", help="render the dashboards from local metrics to HTML")
+    g.add_argument("--out", required=True, help="output directory (index.html)")
+    g.add_argument("--metrics-dir", help="a local run dir (or its metrics/ dir of EMF .jsonl)")
+    g.set_defaults(func=_cmd_dashboard)
     return p
 
 

@@ -1,0 +1,290 @@
+"""Pipeline health report: is every stage (inputs -> Spark margin results -> enforcement
+decisions -> audit objects) still moving, and which rule decided?
+
+The same rules run over CloudWatch (`margin_risk.adapters.cloudwatch_metrics.CloudWatchSource`)
+in AWS and over a local run's EMF files (`LocalSource`). Thresholds come from `dashboards.specs`,
+the module the alarms are made from, so the report and the alarms cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from dashboards import specs
+from dashboards.local_metrics import LocalMetrics, load_metrics_dir, statistic
+from margin_risk import names
+
+
+class MetricSource(Protocol):
+    """Where the report reads metrics from."""
+
+    description: str
+
+    def window(self, metric: specs.Metric, start: datetime, end: datetime) -> float | None:
+        """The metric's statistic over ``[start, end)``; None without data."""
+        ...
+
+    def last_active(
+        self, metric: specs.Metric, since: datetime, until: datetime
+    ) -> datetime | None:
+        """The latest time in ``[since, until)`` the metric was above zero."""
+        ...
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+class LocalSource:
+    """A local run's EMF files (``<run_dir>/metrics/*.jsonl``)."""
+
+    def __init__(self, metrics: LocalMetrics, description: str = "local") -> None:
+        self.metrics = metrics
+        self.description = description
+
+    @classmethod
+    def from_dir(cls, path: Path) -> LocalSource:
+        res = load_metrics_dir(path)
+        return cls(LocalMetrics(res.points), f"local EMF files in {path} ({res.files} files)")
+
+    def latest(self) -> datetime | None:
+        if not self.metrics.points:
+            return None
+        return datetime.fromtimestamp(max(p.ts_ms for p in self.metrics.points) / 1000, tz=UTC)
+
+    def window(self, metric: specs.Metric, start: datetime, end: datetime) -> float | None:
+        lo, hi = _ms(start), _ms(end)
+        vals = [p.value for p in self.metrics.select(metric) if lo <= p.ts_ms < hi]
+        return statistic(vals, metric.statistic)
+
+    def last_active(
+        self, metric: specs.Metric, since: datetime, until: datetime
+    ) -> datetime | None:
+        lo, hi = _ms(since), _ms(until)
+        ts = [p.ts_ms for p in self.metrics.select(metric) if lo <= p.ts_ms < hi and p.value > 0]
+        return datetime.fromtimestamp(max(ts) / 1000, tz=UTC) if ts else None
+
+
+@dataclass(frozen=True)
+class StageHealth:
+    stage: str
+    metric: str
+    last_activity: datetime | None
+    count: float
+    rate_per_min: float
+    lag_seconds: float | None
+    status: str  # OK, IDLE, WARNING (healthy) / STALLED, DEGRADED (unhealthy)
+    rule: str
+    details: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return self.status in ("OK", "IDLE", "WARNING")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "metric": self.metric,
+            "last_activity": _iso(self.last_activity),
+            "count": self.count,
+            "rate_per_min": round(self.rate_per_min, 3),
+            "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 1),
+            "status": self.status,
+            "healthy": self.healthy,
+            "rule": self.rule,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    source: str
+    now: datetime
+    window_minutes: int
+    stages: list[StageHealth]
+
+    @property
+    def healthy(self) -> bool:
+        return all(s.healthy for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "as_of": _iso(self.now),
+            "window_minutes": self.window_minutes,
+            "healthy": self.healthy,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_text(self) -> str:
+        verdict = "HEALTHY" if self.healthy else "UNHEALTHY"
+        head = (
+            f"Pipeline health at {_iso(self.now)} (window {self.window_minutes} min, "
+            f"source: {self.source}): {verdict}"
+        )
+        rows = [("stage", "status", "last activity", "lag", "count", "rate/min", "rule")]
+        for s in self.stages:
+            rows.append(
+                (
+                    s.stage,
+                    s.status,
+                    _iso(s.last_activity) or "never",
+                    "-" if s.lag_seconds is None else f"{s.lag_seconds:.0f}s",
+                    f"{s.count:g}",
+                    f"{s.rate_per_min:.1f}",
+                    s.rule,
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
+        lines = [head]
+        for r in rows:
+            lines.append(
+                "  ".join(c.ljust(w) for c, w in zip(r[:6], widths, strict=True)) + "  " + r[6]
+            )
+        return "\n".join(lines)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _sum(source: MetricSource, ms: Sequence[specs.Metric], start: datetime, end: datetime) -> float:
+    return float(sum(source.window(m, start, end) or 0.0 for m in ms))
+
+
+def _last(
+    source: MetricSource, ms: Sequence[specs.Metric], since: datetime, until: datetime
+) -> datetime | None:
+    times = [t for m in ms if (t := source.last_active(m, since, until)) is not None]
+    return max(times) if times else None
+
+
+INPUTS = (specs.spark(names.METRIC_INPUT_RECORDS),)
+MARGIN_RESULTS = (specs.spark(names.METRIC_MARGIN_RESULTS),)
+ALL_RESULTS = (*MARGIN_RESULTS, specs.spark(names.METRIC_STRESS_RESULTS))
+ENFORCED = (specs.enf(names.METRIC_RECORDS_PROCESSED),)
+FAILED = (specs.enf(names.METRIC_RECORDS_FAILED),)
+DECISIONS = tuple(specs.enf(m) for m in sorted(names.DECISION_METRIC.values()))
+AUDIT = (specs.enf(names.METRIC_AUDIT_OBJECTS),)
+
+
+def build_report(
+    source: MetricSource,
+    now: datetime,
+    window_minutes: int = specs.STALL_MINUTES,
+    lookback_minutes: int = 24 * 60,
+) -> HealthReport:
+    """Evaluate every stage over the last ``window_minutes`` before ``now``.
+
+    A stage is STALLED when its upstream produced in the window and it produced nothing
+    (the alarms' "no margin results for N minutes while inputs arrive" rule, per stage);
+    the enforcement stage is DEGRADED past the critical error-rate, latency or lag KPI and
+    WARNING past a warning level. No upstream activity means IDLE, which is healthy.
+    """
+    start = now - timedelta(minutes=window_minutes)
+    since = now - timedelta(minutes=lookback_minutes)
+    until = now + timedelta(milliseconds=1)  # include a point stamped exactly at `now`
+
+    def stage(
+        name: str,
+        ms: Sequence[specs.Metric],
+        upstream: Sequence[specs.Metric] | None,
+        upstream_name: str,
+    ) -> tuple[StageHealth, float]:
+        count = _sum(source, ms, start, until)
+        last = _last(source, ms, since, until)
+        lag = None if last is None else (now - last).total_seconds()
+        up = _sum(source, upstream, start, until) if upstream is not None else None
+        metric = "+".join(m.name for m in ms)
+        if up is not None and up > 0 and count == 0:
+            status = "STALLED"
+            rule = (
+                f"{upstream_name} produced {up:g} in the last {window_minutes} min but {metric} = 0"
+            )
+        elif count > 0:
+            status, rule = "OK", f"{metric} = {count:g} in the last {window_minutes} min"
+        elif upstream is None:
+            status, rule = "IDLE", f"no inputs in the last {window_minutes} min: nothing to do"
+        else:
+            status, rule = "IDLE", f"{upstream_name} idle in the last {window_minutes} min"
+        sh = StageHealth(name, metric, last, count, count / window_minutes, lag, status, rule)
+        return sh, count
+
+    inputs, _ = stage("inputs", INPUTS, None, "")
+    results, _ = stage("spark margin results", MARGIN_RESULTS, INPUTS, "inputs")
+    enforce, ok = stage("enforcement decisions", ENFORCED, ALL_RESULTS, "Spark results")
+    audit, _ = stage("audit objects", AUDIT, DECISIONS, "enforcement decisions")
+    enforce = _enforcement_kpis(source, enforce, ok, start, until)
+    return HealthReport(source.description, now, window_minutes, [inputs, results, enforce, audit])
+
+
+def _enforcement_kpis(
+    source: MetricSource, sh: StageHealth, ok: float, start: datetime, until: datetime
+) -> StageHealth:
+    """Apply the error-rate, end-to-end latency and OffsetLag KPIs to the enforcement stage."""
+    failed = _sum(source, FAILED, start, until)
+    details: dict[str, float] = {"records_failed": failed}
+    crit: list[str] = []
+    warn: list[str] = []
+    if ok + failed > 0:
+        rate = 100.0 * failed / (ok + failed)
+        details["error_rate_pct"] = round(rate, 3)
+        if rate > specs.ERROR_RATE_CRITICAL_PCT:
+            crit.append(f"error rate {rate:.2f}% > {specs.ERROR_RATE_CRITICAL_PCT:g}%")
+        elif rate > specs.ERROR_RATE_WARNING_PCT:
+            warn.append(f"error rate {rate:.2f}% > {specs.ERROR_RATE_WARNING_PCT:g}%")
+    p99 = source.window(specs.E2E_P99, start, until)
+    if p99 is not None:
+        details["e2e_latency_p99_ms"] = p99
+        if p99 > specs.E2E_LATENCY_CRITICAL_MS:
+            crit.append(f"e2e p99 {p99:.0f} ms > {specs.E2E_LATENCY_CRITICAL_MS:.0f} ms")
+        elif p99 > specs.E2E_LATENCY_WARNING_MS:
+            warn.append(f"e2e p99 {p99:.0f} ms > {specs.E2E_LATENCY_WARNING_MS:.0f} ms")
+    lag = source.window(specs.OFFSET_LAG, start, until)
+    if lag is not None:
+        details["offset_lag_max"] = lag
+        if lag > specs.OFFSET_LAG_CRITICAL:
+            crit.append(f"OffsetLag {lag:g} > {specs.OFFSET_LAG_CRITICAL:g}")
+        elif lag > specs.OFFSET_LAG_WARNING:
+            warn.append(f"OffsetLag {lag:g} > {specs.OFFSET_LAG_WARNING:g}")
+    if sh.status == "STALLED":
+        return dataclasses.replace(sh, details=details)
+    if crit:
+        return dataclasses.replace(sh, status="DEGRADED", rule="; ".join(crit), details=details)
+    if warn:
+        return dataclasses.replace(sh, status="WARNING", rule="; ".join(warn), details=details)
+    return dataclasses.replace(sh, details=details)
+
+
+def local_report(path: Path, window_minutes: int = specs.STALL_MINUTES) -> HealthReport:
+    """The report of a local run, as of its last datapoint (a finished run is judged at its end)."""
+    source = LocalSource.from_dir(path)
+    now = source.latest() or datetime.now(UTC)
+    return build_report(source, now, window_minutes)
+
+
+def run_health(metrics_dir: str | None, aws: bool = False, as_json: bool = False) -> int:
+    """``python -m margin_risk health``: 0 healthy, 2 unhealthy, 1 bad input."""
+    import sys
+
+    if aws:
+        from margin_risk.adapters.cloudwatch_metrics import CloudWatchSource
+
+        report = build_report(CloudWatchSource(), datetime.now(UTC))
+    else:
+        path = Path(metrics_dir or "")
+        if not metrics_dir or not path.is_dir():
+            print(f"error: {metrics_dir}: not a directory", file=sys.stderr)
+            return 1
+        report = local_report(path)
+    print(report.to_json() if as_json else report.to_text())
+    return 0 if report.healthy else 2
