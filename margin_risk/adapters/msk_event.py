@@ -31,6 +31,19 @@ def _headers(model: KafkaRecordModel) -> dict[str, bytes]:
     return out
 
 
+def _broken(c: Coordinate, raw: Mapping[str, Any], err: ValidationError) -> InboundRecord:
+    """A record Powertools' model refused. Only the value wrong (not UTF-8, say): pass the bytes
+    on so the service rejects it as malformed JSON; anything else is a malformed envelope."""
+    try:
+        value: bytes | None = base64.b64decode(raw.get("value") or "", validate=True)
+    except (ValueError, TypeError):
+        value = None
+    only_value = {tuple(x["loc"]) for x in err.errors()} == {("value",)}
+    if only_value and value is not None:
+        return InboundRecord(c, value)
+    return InboundRecord(c, value, envelope_error=f"bad Kafka envelope: {err.errors()[0]['msg']}")
+
+
 def inbound_records(event: Mapping[str, Any]) -> list[InboundRecord]:
     """All records of an MSK (or self-managed Kafka) event, in topic-partition then offset order."""
     out: list[InboundRecord] = []
@@ -40,13 +53,8 @@ def inbound_records(event: Mapping[str, Any]) -> list[InboundRecord]:
             c = _coordinate(raw, tp)
             try:
                 m = KafkaRecordModel.model_validate(dict(raw))
-            except (ValidationError, ValueError) as e:
-                value: bytes | None = None
-                try:
-                    value = base64.b64decode(raw.get("value") or "", validate=True)
-                except (ValueError, TypeError):
-                    value = None
-                out.append(InboundRecord(c, value, envelope_error=f"bad Kafka envelope: {e}"))
+            except ValidationError as e:
+                out.append(_broken(c, raw, e))
                 continue
             v = m.value
             out.append(

@@ -1,0 +1,302 @@
+"""Faults and bad input through the real handler; each test checks nothing is lost or duplicated.
+
+"Clean run" is `margin_risk.enforcement.replay` of the same events in delivery order: the state
+each account ends with and the decisions written must be exactly those, however the batch failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from lambdas.enforcement.local_invoke import build_msk_event
+from lambdas.enforcement.runtime import build_runtime
+from margin_risk import names
+from margin_risk.adapters.msk_event import inbound_records
+from margin_risk.enforcement import replay
+from margin_risk.models import MarginCalc, StressResult
+from margin_risk.service import decode
+
+from .harness import Deployment, Feed, book, calc, count_calls, fault, stress
+
+pytestmark = pytest.mark.integration
+
+
+def failures(resp: dict[str, Any]) -> list[tuple[str, int]]:
+    return sorted(
+        (f["itemIdentifier"]["partition"], f["itemIdentifier"]["offset"])
+        for f in resp["batchItemFailures"]
+    )
+
+
+def assert_clean(d: Deployment, events: list[MarginCalc | StressResult]) -> None:
+    """DynamoDB and S3 hold exactly what a clean in-memory run of ``events`` produces."""
+    clean = replay(events)
+    audit = d.audit()
+    assert [e.event_id for e in audit] == [e.event_id for e in clean.decisions] or sorted(
+        e.event_id for e in audit
+    ) == sorted(e.event_id for e in clean.decisions)
+    assert len({e.event_id for e in audit}) == len(audit), "duplicate audit lines"
+    assert {e.event_id: e for e in audit} == {e.event_id: e for e in clean.decisions}
+    states = d.states()
+    assert set(states) == set(clean.states)
+    for a, s in clean.states.items():
+        assert states[a].model_dump(exclude={"version"}) == s.model_dump(exclude={"version"}), a
+
+
+def test_duplicate_record_in_batch_and_later_changes_nothing(deployment: Deployment, feed: Feed):
+    c1 = calc("ACC-D", 0, -40_000, book(50), "d1")  # call 2,500
+    c2 = calc("ACC-D", 60, -40_000, book(50), "d2")  # still deficient, nothing new
+    # Given the producer delivered d1 twice (a retried send) in the first batch
+    assert failures(deployment.send(feed.records([c1, c1]))) == []
+    # When d1 shows up again beside a new record, and then alone
+    assert failures(deployment.send(feed.records([c1, c2]))) == []
+    version_before = deployment.states()["ACC-D"].version
+    keys_before = deployment.keys()
+    with count_calls(deployment.runtime.dynamodb, deployment.runtime.s3) as calls:
+        assert failures(deployment.send(feed.records([c1]))) == []
+    # Then the call exists once, the duplicate batch wrote no state and no audit object
+    assert [e.event_id for e in deployment.audit()] == ["d1:MARGIN_CALL_ISSUED"]
+    assert deployment.states()["ACC-D"].version == version_before == 2
+    assert deployment.keys() == keys_before
+    assert calls["PutObject"] == 0 and calls["BatchWriteItem"] == 0
+    # (the only PutItem/UpdateItem are the idempotency record's in-progress and completed writes)
+    assert calls["PutItem"] == 1 and calls["UpdateItem"] == 1
+    assert deployment.metric_total(names.METRIC_DUPLICATE_EVENTS) == 3
+    assert len(deployment.notifications()) == 1
+    assert_clean(deployment, [c1, c2])
+
+
+def test_same_batch_delivered_twice_is_answered_from_the_idempotency_store(
+    deployment: Deployment, feed: Feed
+):
+    events = [calc("ACC-R", 0, -60_000, book(50), "r1"), calc("ACC-S", 0, -40_000, book(50), "s1")]
+    records = feed.records(events)
+    first = deployment.send(records)
+    audit_before = [(k, deployment.body(k)) for k in deployment.keys(names.AUDIT_PREFIX)]
+    with count_calls(
+        deployment.runtime.dynamodb, deployment.runtime.s3, deployment.runtime.sns
+    ) as calls:
+        second = deployment.send(records)  # the event source mapping redelivers the batch
+    assert first == second == {"batchItemFailures": []}
+    # Only the idempotency table was touched: one PutItem (refused: already completed)
+    assert dict(calls) == {"PutItem": 1}
+    assert [(k, deployment.body(k)) for k in deployment.keys(names.AUDIT_PREFIX)] == audit_before
+    assert len(deployment.notifications()) == 3  # r1 call + liquidation, s1 call: once each
+    assert_clean(deployment, events)
+
+
+def test_out_of_order_record_is_stale_and_counted(deployment: Deployment, feed: Feed):
+    c1 = calc("ACC-O", 0, -40_000, book(50), "o1")  # call
+    c3 = calc("ACC-O", 120, -40_000, book(60), "o3")  # cured
+    c2 = calc("ACC-O", 60, -60_000, book(50), "o2")  # older than o3, would liquidate
+    assert failures(deployment.send(feed.records([c1, c3]))) == []
+    assert failures(deployment.send(feed.records([c2]))) == []
+    assert [e.event_type for e in deployment.audit()] == ["MARGIN_CALL_ISSUED", "MARGIN_CALL_MET"]
+    assert deployment.metric_total(names.METRIC_STALE_EVENTS) == 1
+    assert deployment.states()["ACC-O"].version == 1
+    assert_clean(deployment, [c1, c3, c2])
+
+
+def test_bad_records_are_rejected_with_a_reason_and_never_block_the_rest(
+    deployment: Deployment, feed: Feed
+):
+    good = calc("ACC-G", 0, -40_000, book(50), "g1")
+    valid = json.loads(good.model_dump_json())
+    negative = {**valid, "event_id": "neg", "deficiency": -5.0}
+    missing = {k: v for k, v in valid.items() if k != "equity"} | {"event_id": "miss"}
+    records = [
+        feed.record(raw=b'{"event_id": "x", "account_id": ', account="ACC-G"),
+        feed.record(raw=json.dumps(valid).replace("10000.0", "NaN").encode(), account="ACC-G"),
+        feed.record(raw=json.dumps(negative).encode(), account="ACC-G"),
+        feed.record(raw=json.dumps(missing).encode(), account="ACC-G"),
+        feed.record(raw=b"\xff\xfe not utf-8", account="ACC-G"),
+        feed.record(raw=b"[1, 2, 3]", account="ACC-G"),
+        feed.record(good),
+    ]
+    assert b"NaN" in records[1].value_  # the equity 10,000 became NaN
+    resp = deployment.send(records)
+    # Then nothing is reported for retry (retrying never fixes bad input) ...
+    assert failures(resp) == []
+    # ... each bad record sits in the rejected sink with its reason, the good one was applied
+    rejected = deployment.rejected()
+    assert [(r["offset"], r["reason_code"]) for r in rejected] == [
+        (0, "malformed_json"),
+        (1, "non_finite_number"),
+        (2, "out_of_range"),
+        (3, "missing_field"),
+        (4, "malformed_json"),
+        (5, "malformed_json"),
+    ]
+    assert "deficiency" in rejected[2]["reason"] and "equity" in rejected[3]["reason"]
+    assert rejected[2]["raw"] == json.dumps(negative)
+    assert [e.event_id for e in deployment.audit()] == ["g1:MARGIN_CALL_ISSUED"]
+    assert deployment.metric_total(names.METRIC_RECORDS_REJECTED, reason="malformed_json") == 3
+    assert deployment.metric_total(names.METRIC_RECORDS_REJECTED, reason="missing_field") == 1
+    assert deployment.metric_total(names.METRIC_RECORDS_REJECTED, reason="out_of_range") == 1
+    assert deployment.metric_total(names.METRIC_RECORDS_REJECTED, reason="non_finite_number") == 1
+    assert_clean(deployment, [good])
+
+
+def test_every_record_invalid_rejects_all_and_changes_nothing(deployment: Deployment, feed: Feed):
+    records = [feed.record(raw=b"not json", account=f"ACC-{i}") for i in range(4)]
+    assert failures(deployment.send(records)) == []
+    assert len(deployment.rejected()) == 4
+    assert deployment.states() == {} and deployment.keys(names.AUDIT_PREFIX) == []
+
+
+def test_unknown_extra_field_is_kept_and_unknown_account_is_created(
+    deployment: Deployment, feed: Feed
+):
+    e = calc("ACC-NEW", 0, -40_000, book(50), "n1", desk="EQ-1", origin_ts="2026-02-16T14:29:59Z")
+    rec = feed.record(e)
+    decoded = decode(inbound_records(build_msk_event([rec]))[0])
+    assert not hasattr(decoded, "reason_code")
+    assert decoded.event.model_extra == {"desk": "EQ-1", "origin_ts": "2026-02-16T14:29:59Z"}  # type: ignore[union-attr]
+    assert deployment.states() == {}
+    assert failures(deployment.send([rec])) == []
+    assert deployment.rejected() == []
+    st = deployment.states()["ACC-NEW"]
+    assert (st.version, st.margin.call_open, st.margin.call_amount) == (1, True, 2_500.0)
+
+
+def test_every_record_failing_transiently_fails_the_invocation_then_retries_clean(
+    deployment: Deployment, feed: Feed
+):
+    events = [calc(f"ACC-T{i}", 0, -40_000, book(50), f"t{i}") for i in range(5)]
+    records = feed.records(events)
+    rt = deployment.runtime
+    with fault(rt.dynamodb, "dynamodb.BatchGetItem") as hits, pytest.raises(BatchProcessingError):
+        deployment.send(records)  # every record failed: Lambda retries the whole batch
+    assert hits["failed"] == 1
+    assert deployment.states() == {} and deployment.keys() == []
+    # The idempotency record was removed with the failure, so the retry really runs
+    assert failures(deployment.send(records)) == []
+    assert_clean(deployment, events)
+
+
+@pytest.mark.parametrize("where", ["s3.PutObject", "sns.PublishBatch"])
+def test_s3_or_sns_failure_mid_batch_is_retried_to_the_clean_end_state(
+    deployment: Deployment, feed: Feed, where: str
+):
+    events = [
+        calc("ACC-X", 0, -60_000, book(50), "x1"),
+        calc("ACC-Y", 0, -40_000, book(50), "y1"),
+        calc("ACC-Z", 0, -10_000, book(50), "z1"),  # healthy: no decision
+    ]
+    records = feed.records(events)
+    poison = feed.record(raw=b"{", account="ACC-X")  # rejected, so not every record fails
+    client = deployment.runtime.s3 if where.startswith("s3") else deployment.runtime.sns
+    when = (lambda p: p["Key"].startswith(names.AUDIT_PREFIX)) if where.startswith("s3") else None
+    with fault(client, where, when=when) as hits:
+        resp = deployment.send([*records, poison])
+    assert hits["failed"] == 1
+    # Every valid record is reported (the failure came before the commit point) ...
+    assert failures(resp) == sorted((f"{r.topic_}-{r.partition_}", r.offset_) for r in records)
+    # ... nothing was committed and no partial audit object is left behind
+    assert deployment.states() == {}
+    assert deployment.keys(names.AUDIT_PREFIX) == []
+    # When the event source mapping retries the failed records
+    assert failures(deployment.send(records)) == []
+    assert len(deployment.rejected()) == 1
+    assert_clean(deployment, events)
+    notes = Counter(n["event_id"] for n in deployment.notifications())
+    assert notes == Counter(
+        ["x1:MARGIN_CALL_ISSUED", "x1:LIQUIDATION_TRIGGERED", "y1:MARGIN_CALL_ISSUED"]
+    )
+
+
+def test_commit_failure_of_one_account_fails_only_its_records(deployment: Deployment, feed: Feed):
+    events = [
+        calc("ACC-P", 0, -40_000, book(50), "p1"),
+        calc("ACC-Q", 0, -40_000, book(50), "q1"),
+        calc("ACC-Q", 30, -60_000, book(50), "q2"),
+    ]
+    records = feed.records(events)
+    table = deployment.config.state_table_name
+
+    def q_head(params: dict[str, Any]) -> bool:
+        return params.get("TableName") == table and params["Item"]["account_id"]["S"] == "ACC-Q"
+
+    with fault(deployment.runtime.dynamodb, "dynamodb.PutItem", when=q_head):
+        resp = deployment.send(records)
+    q_records = [r for r in records if r.key_ == b"ACC-Q"]
+    assert failures(resp) == sorted((f"{r.topic_}-{r.partition_}", r.offset_) for r in q_records)
+    # The batch's audit object holds exactly what was committed: ACC-P's call, nothing of ACC-Q
+    assert [e.event_id for e in deployment.audit()] == ["p1:MARGIN_CALL_ISSUED"]
+    assert set(deployment.states()) == {"ACC-P"}
+    # When Lambda redelivers the failed records (a new, smaller batch)
+    assert failures(deployment.send(q_records)) == []
+    assert_clean(deployment, events)
+
+
+def test_conflicting_concurrent_writer_is_reapplied_not_overwritten(
+    deployment: Deployment, feed: Feed
+):
+    # Given a margin batch and a stress batch for the same account, processed concurrently
+    # (two topics, so two pollers can invoke two instances at once)
+    m = calc("ACC-C", 0, -40_000, book(50), "cm1")
+    s = stress("ACC-C", 0, -35_000, book(50), "cs1")
+    margin_records, stress_records = feed.records([m]), feed.records([s])
+    other = build_runtime()  # the other execution environment
+    table = deployment.config.state_table_name
+    fired: list[bool] = []
+
+    def race(params: dict[str, Any], **_: Any) -> None:
+        if fired or params.get("TableName") != table:
+            return
+        fired.append(True)  # the other invocation commits between our read and our write
+        res = other.service.process(inbound_records(build_msk_event(stress_records)))
+        assert res.failed == [] and res.accounts_committed == 1
+
+    ddb = deployment.runtime.dynamodb
+    ddb.meta.events.register("before-parameter-build.dynamodb.PutItem", race)
+    try:
+        assert failures(deployment.send(margin_records)) == []
+    finally:
+        ddb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", race)
+    assert fired
+    # Then both updates survive: version 2, the call and the stress breach, each audited once
+    st = deployment.states()["ACC-C"]
+    assert st.version == 2 and st.margin.call_open and st.stress.breached
+    assert sorted(e.event_id for e in deployment.audit()) == [
+        "cm1:MARGIN_CALL_ISSUED",
+        "cs1:STRESS_BREACH",
+    ]
+    assert deployment.metric_total(names.METRIC_STATE_CONFLICTS) == 1
+    assert_clean(deployment, [m, s])
+
+
+def test_conflict_with_the_same_records_leaves_one_audit_copy(deployment: Deployment, feed: Feed):
+    # Given a redelivered batch racing its first delivery (different batch coordinates)
+    e = calc("ACC-K", 0, -60_000, book(50), "k1")
+    ours, theirs = feed.records([e]), feed.records([e])
+    other = build_runtime()
+    table = deployment.config.state_table_name
+    fired: list[bool] = []
+
+    def race(params: dict[str, Any], **_: Any) -> None:
+        if fired or params.get("TableName") != table:
+            return
+        fired.append(True)
+        assert other.service.process(inbound_records(build_msk_event(theirs))).failed == []
+
+    ddb = deployment.runtime.dynamodb
+    ddb.meta.events.register("before-parameter-build.dynamodb.PutItem", race)
+    try:
+        assert failures(deployment.send(ours)) == []
+    finally:
+        ddb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", race)
+    # Then the loser found the records applied, committed nothing and removed its audit object
+    assert deployment.states()["ACC-K"].version == 1
+    audit = deployment.audit()
+    assert sorted(x.event_id for x in audit) == [
+        "k1:LIQUIDATION_TRIGGERED",
+        "k1:MARGIN_CALL_ISSUED",
+    ]
+    assert len(deployment.keys(names.AUDIT_PREFIX)) == 1
+    assert_clean(deployment, [e])
