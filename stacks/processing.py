@@ -1,0 +1,232 @@
+"""Processing stack: the EMR Serverless Spark application, its job role and the job's code.
+
+The streaming job run itself is started with one documented command, `python -m
+stacks.start_job <env>` (see docs/deploy.md), not by CloudFormation: a streaming run lives for
+weeks, and a deployment that restarts it on every code change would race the old run for the
+same checkpoint. The command stops the running job first, then starts the new one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_emrserverless as emr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+from margin_risk import names
+from stacks.bundling import REPO_ROOT
+from stacks.common import log_retention, removal
+from stacks.config import EnvironmentConfig
+from stacks.kafka_iam import KafkaClusterRef, grant_consume, grant_produce
+
+CHECKPOINT_PREFIX = "checkpoints/"
+# Spark's Kafka source names its consumer groups `spark-kafka-source-<uuid>` unless the job sets
+# `groupIdPrefix`; the job role may join groups with either prefix, and no other group.
+SPARK_GROUP_PREFIXES = ("spark-kafka-source-*", f"{names.EMR_JOB_NAME}*")
+SPARK_INPUT_TOPICS = names.INPUT_TOPICS
+SPARK_OUTPUT_TOPICS = (*names.RESULT_TOPICS, names.TOPIC_REJECTED)
+
+
+@dataclass(frozen=True)
+class StagedArtifacts:
+    entrypoint: Path
+    pyfiles_zip: Path
+
+
+def stage_emr_artifacts(out_dir: Path) -> StagedArtifacts:
+    """`emr_jobs.package.build_emr_artifacts` (the Spark side's contract), else a plain zip."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        package = importlib.import_module("emr_jobs.package")
+    except ModuleNotFoundError:
+        package = None
+    if package is not None:
+        built = package.build_emr_artifacts(out_dir)
+        return StagedArtifacts(
+            entrypoint=Path(built.entrypoint), pyfiles_zip=Path(built.pyfiles_zip)
+        )
+    # Fallback: the emr_jobs package and the margin_risk modules it imports, zipped.
+    pyfiles = out_dir / "pyfiles.zip"
+    with zipfile.ZipFile(pyfiles, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel in ("emr_jobs", "margin_risk/__init__.py", "margin_risk/names.py"):
+            src = REPO_ROOT / rel
+            files = sorted(src.rglob("*.py")) if src.is_dir() else [src]
+            for f in files:
+                if "__pycache__" not in f.parts:
+                    info = zipfile.ZipInfo(str(f.relative_to(REPO_ROOT)), (1980, 1, 1, 0, 0, 0))
+                    zf.writestr(info, f.read_bytes())
+        params = REPO_ROOT / "margin_risk" / "params.py"
+        zf.writestr(
+            zipfile.ZipInfo("margin_risk/params.py", (1980, 1, 1, 0, 0, 0)), params.read_bytes()
+        )
+    entry = out_dir / "entrypoint.py"
+    entry.write_text(
+        '"""Placeholder until emr_jobs.package lands: run the job module."""\n'
+        "import runpy\n\nrunpy.run_module('emr_jobs', run_name='__main__')\n"
+    )
+    return StagedArtifacts(entrypoint=entry, pyfiles_zip=pyfiles)
+
+
+def emr_release_label() -> str:
+    import emr_jobs
+
+    label: str = emr_jobs.EMR_RELEASE_LABEL
+    return label
+
+
+class SparkJobRole(Construct):
+    """The job runtime role: EMR Serverless may assume it only for this account's applications."""
+
+    def __init__(self, scope: Construct, construct_id: str) -> None:
+        super().__init__(scope, construct_id)
+        stack = cdk.Stack.of(self)
+        self.role = iam.Role(
+            self,
+            "Role",
+            description="Runtime role of the margin-risk Spark streaming job",
+            assumed_by=iam.ServicePrincipal("emr-serverless.amazonaws.com").with_conditions(
+                {
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="emr-serverless",
+                            resource="/applications",
+                            resource_name="*",
+                        )
+                    },
+                }
+            ),
+        )
+
+
+class ProcessingStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        vpc: ec2.IVpc,
+        kafka: KafkaClusterRef,
+        kafka_client_sg: ec2.ISecurityGroup,
+        access_logs: s3.IBucket,
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description="margin-risk-monitor: processing (EMR Serverless Spark)",
+        )
+        cfg = config.emr
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="margin-risk Spark checkpoints and logs",
+            enable_key_rotation=True,
+            removal_policy=removal(config),
+        )
+        self.checkpoints = s3.Bucket(
+            self,
+            "Checkpoints",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="spark-checkpoints/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-stale-checkpoint-files",
+                    expiration=cdk.Duration.days(cfg.checkpoint_retention_days),
+                    abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
+                )
+            ],
+            removal_policy=removal(config),
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "SparkLogs",
+            log_group_name=names.SPARK_LOG_GROUP,
+            retention=log_retention(cfg.log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+
+        # Built inside the cloud assembly folder, next to the staged assets.
+        stage = cdk.Stage.of(self)
+        assert stage is not None
+        build_dir = Path(stage.outdir) / f"emr-build-{self.stack_name}"
+        staged = stage_emr_artifacts(build_dir)
+        self.entrypoint = s3_assets.Asset(self, "EntryPoint", path=str(staged.entrypoint))
+        self.pyfiles = s3_assets.Asset(self, "PyFiles", path=str(staged.pyfiles_zip))
+
+        job = SparkJobRole(self, "JobRole")
+        self.job_role = job.role
+        self.entrypoint.grant_read(self.job_role)
+        self.pyfiles.grant_read(self.job_role)
+        self.checkpoints.grant_read_write(self.job_role, f"{CHECKPOINT_PREFIX}*")
+        self.log_group.grant_write(self.job_role)
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["logs:DescribeLogGroups", "logs:DescribeLogStreams"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": names.METRICS_NAMESPACE}},
+            )
+        )
+        grant_consume(self.job_role, kafka, SPARK_INPUT_TOPICS, SPARK_GROUP_PREFIXES)
+        grant_produce(self.job_role, kafka, SPARK_OUTPUT_TOPICS)
+
+        subnets = vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        self.application = emr.CfnApplication(
+            self,
+            "Application",
+            name=names.EMR_APPLICATION,
+            release_label=emr_release_label(),
+            type="SPARK",
+            architecture=cfg.architecture,
+            auto_start_configuration=emr.CfnApplication.AutoStartConfigurationProperty(
+                enabled=True
+            ),
+            auto_stop_configuration=emr.CfnApplication.AutoStopConfigurationProperty(
+                enabled=True, idle_timeout_minutes=cfg.idle_timeout_minutes
+            ),
+            maximum_capacity=emr.CfnApplication.MaximumAllowedResourcesProperty(
+                cpu=cfg.max_cpu, memory=cfg.max_memory, disk=cfg.max_disk
+            ),
+            network_configuration=emr.CfnApplication.NetworkConfigurationProperty(
+                subnet_ids=subnets.subnet_ids,
+                security_group_ids=[kafka_client_sg.security_group_id],
+            ),
+            monitoring_configuration=emr.CfnApplication.MonitoringConfigurationProperty(
+                cloud_watch_logging_configuration=emr.CfnApplication.CloudWatchLoggingConfigurationProperty(
+                    enabled=True,
+                    log_group_name=self.log_group.log_group_name,
+                    log_stream_name_prefix=names.EMR_JOB_NAME,
+                )
+            ),
+        )
+        self.checkpoint_uri = f"s3://{self.checkpoints.bucket_name}/{CHECKPOINT_PREFIX}"
+        for key, value in {
+            "ApplicationId": self.application.attr_application_id,
+            "JobRoleArn": self.job_role.role_arn,
+            "EntryPointUri": self.entrypoint.s3_object_url,
+            "PyFilesUri": self.pyfiles.s3_object_url,
+            "CheckpointUri": self.checkpoint_uri,
+        }.items():
+            cdk.CfnOutput(self, key, value=value)
