@@ -47,7 +47,7 @@ def dump_dom(page: Path, timeout_s: float = 90) -> str:
 
 
 def screenshot(
-    page: Path, png: Path, width: int = 1400, height: int = 2600, timeout_s: float = 90
+    page: Path, png: Path, width: int = 1400, height: int = 3200, timeout_s: float = 90
 ) -> Path:
     png.parent.mkdir(parents=True, exist_ok=True)
     _run(page, [f"--screenshot={png.resolve()}", f"--window-size={width},{height}"], timeout_s)

@@ -16,7 +16,8 @@ from pathlib import Path
 from dashboards import specs
 from dashboards.local_metrics import Line, LocalMetrics, Timeline, load_metrics_dir, timeline_for
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+# Series colours avoid the orange and red of the warning and critical threshold lines.
+PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 LEVEL_COLOR = {"warning": "#e07b00", "critical": "#d13212"}
 UNIT_W = 50  # SVG user units per dashboard grid column (24 columns)
 CHART_H = 190

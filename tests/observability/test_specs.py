@@ -58,16 +58,16 @@ def test_stall_alarm_fires_only_when_inputs_arrive_and_results_do_not() -> None:
         names.METRIC_INPUT_RECORDS,
         names.METRIC_MARGIN_RESULTS,
     }
-    assert expr.local({"inputs": 500, "results": 0}) > spec.critical  # type: ignore[operator]
-    assert expr.local({"inputs": 500, "results": 3}) <= spec.critical  # type: ignore[operator]
-    assert expr.local({}) <= spec.critical  # type: ignore[operator]  # idle is not a stall
+    assert expr.local({"inputs": 500, "results": 0}) > spec.critical
+    assert expr.local({"inputs": 500, "results": 3}) <= spec.critical
+    assert expr.local({}) <= spec.critical  # idle is not a stall
 
 
 def test_error_rate_is_failed_over_all_records_in_percent() -> None:
     e = specs.ERROR_RATE
     assert e.local({"ok": 99, "failed": 1}) == pytest.approx(1.0)
     assert e.local({"ok": 0, "failed": 0}) == 0.0
-    assert e.local({"ok": 98, "failed": 2}) > specs.ALARMS_BY_ID["error-rate"].critical  # type: ignore[operator]
+    assert e.local({"ok": 98, "failed": 2}) > specs.ALARMS_BY_ID["error-rate"].critical
 
 
 def test_alarm_ids_and_names_are_unique_and_every_alarm_has_a_level_and_guidance() -> None:
