@@ -90,4 +90,9 @@ def get_runtime() -> Runtime:
 
 def reset_runtime() -> None:
     """Forget the cached runtime (tests that change the environment, the demo's restart)."""
+    if get_runtime.cache_info().currsize:
+        publisher = get_runtime().service.publisher
+        close = getattr(publisher, "close", None)
+        if close is not None:
+            close()
     get_runtime.cache_clear()

@@ -68,6 +68,12 @@ class KafkaDecisionPublisher:
                 self._producer.poll(0)  # trigger the token callback before the first produce
         return self._producer
 
+    def close(self) -> None:
+        """Flush and drop the producer (its librdkafka threads go with it)."""
+        if self._producer is not None:
+            self._producer.flush(FLUSH_TIMEOUT_S)
+            self._producer = None
+
     def publish(self, publications: Sequence[Publication]) -> None:
         if not publications:
             return
