@@ -1,0 +1,83 @@
+"""In-memory implementations of the service ports: unit tests and benchmarks run the real
+`EnforcementService` logic on them, with no endpoint at all. Semantics match the AWS adapters
+(version-guarded commit returning the stored state on a conflict, overwriting keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from margin_risk.enforcement import AccountState
+from margin_risk.models import AuditEvent
+from margin_risk.service import HistoryEntry, Publication, Rejection
+
+
+@dataclass
+class MemoryStateRepository:
+    heads: dict[str, AccountState] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=lambda: {"load_many": 0, "commit": 0})
+
+    def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        self.calls["load_many"] += 1
+        return {a: self.heads[a].model_copy(deep=True) for a in account_ids if a in self.heads}
+
+    def commit(self, state: AccountState, expected_version: int) -> AccountState | None:
+        self.calls["commit"] += 1
+        current = self.heads.get(state.account_id)
+        stored = 0 if current is None else current.version
+        if stored != expected_version:
+            assert current is not None
+            return current.model_copy(deep=True)
+        self.heads[state.account_id] = state.model_copy(deep=True)
+        return None
+
+    def write_history(self, entries: Sequence[HistoryEntry]) -> None:
+        self.history.extend(entries)
+
+
+@dataclass
+class MemoryObjectStore:
+    """Both sinks: audit objects by key and rejected records by batch."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    rejected: dict[str, list[Rejection]] = field(default_factory=dict)
+
+    def put_objects(self, objects: Mapping[str, bytes]) -> None:
+        self.objects.update(objects)
+
+    def delete_objects(self, keys: Sequence[str]) -> None:
+        for k in keys:
+            self.objects.pop(k, None)
+
+    def put_rejected(self, batch_id: str, rejections: Sequence[Rejection]) -> None:
+        self.rejected[batch_id] = list(rejections)
+
+
+@dataclass
+class MemoryPublisher:
+    sent: list[Publication] = field(default_factory=list)
+
+    def publish(self, publications: Sequence[Publication]) -> None:
+        self.sent.extend(publications)
+
+
+@dataclass
+class MemoryNotifier:
+    sent: list[AuditEvent] = field(default_factory=list)
+
+    def notify(self, decisions: Sequence[AuditEvent]) -> None:
+        self.sent.extend(decisions)
+
+
+@dataclass
+class MemoryMetrics:
+    points: list[tuple[str, float, tuple[tuple[str, str], ...]]] = field(default_factory=list)
+
+    def add(
+        self, name: str, unit: str, value: float, dimensions: Mapping[str, str] | None = None
+    ) -> None:
+        self.points.append((name, value, tuple(sorted((dimensions or {}).items()))))
+
+    def total(self, name: str) -> float:
+        return sum(v for n, v, _ in self.points if n == name)
