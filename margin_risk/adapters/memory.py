@@ -14,22 +14,29 @@ from margin_risk.service import HistoryEntry, Publication, Rejection
 
 @dataclass
 class MemoryStateRepository:
-    heads: dict[str, AccountState] = field(default_factory=dict)
+    """Rows are stored as JSON, as in DynamoDB, so callers never share mutable state with it."""
+
+    rows: dict[str, str] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=lambda: {"load_many": 0, "commit": 0})
 
+    @property
+    def heads(self) -> dict[str, AccountState]:
+        return {a: AccountState.model_validate_json(j) for a, j in self.rows.items()}
+
     def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
         self.calls["load_many"] += 1
-        return {a: self.heads[a].model_copy(deep=True) for a in account_ids if a in self.heads}
+        rows = self.rows
+        return {a: AccountState.model_validate_json(rows[a]) for a in account_ids if a in rows}
 
     def commit(self, state: AccountState, expected_version: int) -> AccountState | None:
         self.calls["commit"] += 1
-        current = self.heads.get(state.account_id)
+        row = self.rows.get(state.account_id)
+        current = None if row is None else AccountState.model_validate_json(row)
         stored = 0 if current is None else current.version
         if stored != expected_version:
-            assert current is not None
-            return current.model_copy(deep=True)
-        self.heads[state.account_id] = state.model_copy(deep=True)
+            return current
+        self.rows[state.account_id] = state.model_dump_json()
         return None
 
     def write_history(self, entries: Sequence[HistoryEntry]) -> None:
