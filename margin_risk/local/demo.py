@@ -1,0 +1,401 @@
+"""The main job: the whole pipeline on this machine (`python -m margin_risk demo`).
+
+Embedded stand-ins replace the managed services, the code under test is the real thing:
+moto server (DynamoDB, S3, SNS, SQS; or LocalStack / AWS when ``AWS_ENDPOINT_URL`` says so),
+the tansu Kafka-protocol broker with the spec's topics, the Spark margin job in ``local[2]``, and
+the real enforcement handler driven by a local event source mapping. A simulated session is
+published step by step; after each step the pipeline settles (Spark processes what arrived, the
+mapping delivers the results), so a run is reproducible for a given seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from margin_risk import names
+from margin_risk.local.simulator import MarketSimulator, Step
+
+DEMO_DEADLINE_SECONDS = 3600  # the house deadline of two days, shortened so the session shows it
+
+
+@dataclass
+class DemoOptions:
+    accounts: int = 300
+    symbols: int = 40
+    seed: int = 7
+    run_dir: Path = Path(".local/demo")
+    summary_json: Path | None = None
+    batch_size: int = 100
+    window_seconds: float = 0.2
+    partitions: int = 2
+    deadline_seconds: int = DEMO_DEADLINE_SECONDS
+    quiet: bool = False
+    # test hook: kill the Spark job in the middle of this step's micro-batch, then restart it
+    crash_spark_at_step: int | None = None
+
+
+@dataclass
+class Summary:
+    """What the demo prints at the end; ``--summary-json`` writes the same keys."""
+
+    events_in: int = 0
+    margin_results: int = 0
+    stress_results: int = 0
+    margin_warnings: int = 0
+    margin_calls_issued: int = 0
+    margin_calls_met: int = 0
+    accounts_restricted: int = 0
+    liquidations: int = 0
+    stress_breaches: int = 0
+    rejected_records: int = 0
+    rejected_by_spark: int = 0
+    rejected_by_enforcement: int = 0
+    duplicate_fills_sent: int = 0
+    audit_objects: int = 0
+    audit_events: int = 0
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    latency_ms_p99: float | None = None
+    state_matches_audit_rebuild: bool = False
+    spark_restarts: int = 0
+    wall_seconds: float = 0.0
+    accounts: int = 0
+    symbols: int = 0
+    seed: int = 0
+    call_deadline_seconds: int = DEMO_DEADLINE_SECONDS
+    dashboard: str = ""
+    health: str = ""
+    named_queries: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+@contextmanager
+def captured_stdout(path: Path) -> Iterator[TextIO]:
+    """Send the handler's JSON logs (Powertools writes to stdout) to a file, not the terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8", buffering=1) as f:
+        old = sys.stdout
+        sys.stdout = f
+        try:
+            yield old
+        finally:
+            sys.stdout = old
+
+
+def _produce(producer: Any, step: Step) -> int:
+    """Publish a step's records with the correlation id and origin time in headers."""
+    now = datetime.now(tz=UTC).isoformat().replace("+00:00", "Z")
+    for r in step.records:
+        headers = {names.HEADER_ORIGIN_TS: now}
+        try:
+            corr = json.loads(r.value).get("correlation_id")
+        except ValueError:
+            corr = None
+        if isinstance(corr, str):
+            headers[names.HEADER_CORRELATION_ID] = corr
+        producer.produce(r.topic, key=r.key, value=r.value, headers=headers)
+    producer.flush(30)
+    return len(step.records)
+
+
+class Demo:
+    def __init__(self, opts: DemoOptions, out: TextIO) -> None:
+        self.opts = opts
+        self.out = out
+        self.summary = Summary(
+            accounts=opts.accounts, symbols=opts.symbols, seed=opts.seed,
+            call_deadline_seconds=opts.deadline_seconds,
+        )  # fmt: skip
+
+    def say(self, text: str) -> None:
+        if not self.opts.quiet:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def run(self) -> Summary:
+        from confluent_kafka import Producer
+
+        from margin_risk.config import EnforcementConfig
+        from margin_risk.local.esm import LocalEventSourceMapping
+        from margin_risk.local.kafka_broker import start_broker
+        from margin_risk.local.moto_server import client_env, provision, start_moto
+        from margin_risk.local.spark_stage import SparkStage
+
+        o = self.opts
+        started = time.monotonic()
+        run_dir = o.run_dir.resolve()
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        (run_dir / "metrics").mkdir(parents=True)
+        sim = MarketSimulator(o.accounts, o.symbols, o.seed)
+        self.say(
+            f"demo: {o.accounts} accounts, {o.symbols} symbols, seed {o.seed};"
+            f" call deadline shortened to {o.deadline_seconds}s (house default 172800s)"
+        )
+        with ExitStack() as stack:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL")
+            if not endpoint:
+                moto = start_moto()
+                stack.callback(moto.stop)
+                endpoint = moto.endpoint
+                os.environ.update(client_env(endpoint))
+                self.say(f"aws: embedded moto server at {endpoint}")
+            else:
+                self.say(f"aws: endpoint {endpoint} (AWS_ENDPOINT_URL)")
+            broker = start_broker(partitions=o.partitions, log_dir=run_dir / "logs")
+            stack.callback(broker.stop)
+            self.say(f"kafka: tansu broker at {broker.bootstrap}, {len(names.ALL_TOPICS)} topics")
+            cfg = EnforcementConfig().model_copy(
+                update={"kafka_bootstrap": broker.bootstrap, "kafka_auth": "none"}
+            )
+            prov = provision(endpoint, cfg)
+            os.environ.update(prov.config.to_environment())
+            os.environ.update(
+                {
+                    "MR_POLICY__CALL_DEADLINE_SECONDS": str(o.deadline_seconds),
+                    "MR_METRICS_DIR": str(run_dir / "metrics"),
+                    "POWERTOOLS_TRACE_DISABLED": "true",
+                    "POWERTOOLS_SERVICE_NAME": names.SERVICE_ENFORCEMENT,
+                    "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
+                }
+            )
+            terminal = stack.enter_context(captured_stdout(run_dir / "logs" / "enforcement.jsonl"))
+            self.out = terminal if self.out is sys.stdout else self.out
+            from lambdas.enforcement import runtime
+            from lambdas.enforcement.local_invoke import invoke
+
+            runtime.reset_runtime()
+            spark = SparkStage(broker.bootstrap, run_dir, o)
+            stack.callback(spark.stop)
+            self.say(f"spark: margin job in local[2] ({spark.startup_seconds:.1f}s to start)")
+            esm = LocalEventSourceMapping(
+                broker.bootstrap,
+                invoke,
+                batch_size=o.batch_size,
+                window_seconds=o.window_seconds,
+                on_failure=_SqsOnFailure(prov.on_failure_queue_url),
+            )
+            stack.callback(esm.close)
+            producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+            for n, step in enumerate(sim.steps, start=1):
+                self.summary.events_in += _produce(producer, step)
+                spark.settle(crash=o.crash_spark_at_step == n)
+                esm.drain()
+                self.say(
+                    f"[{n:2d}/{len(sim.steps)}] {step.name:<27} events in"
+                    f" {self.summary.events_in:5d}  margin results {spark.margin_results:5d}"
+                    f"  results delivered to enforcement {esm.stats.records_delivered:5d}"
+                )
+            self.summary.duplicate_fills_sent = sim.duplicates_sent
+            self.summary.margin_results = spark.margin_results
+            self.summary.stress_results = spark.stress_results
+            self.summary.rejected_by_spark = spark.rejected
+            self.summary.spark_restarts = spark.restarts
+            self._collect(run_dir, prov)
+        self.summary.wall_seconds = round(time.monotonic() - started, 1)
+        return self.summary
+
+    def _collect(self, run_dir: Path, prov: Any) -> None:
+        """Read back the audit trail, state and metrics; run the named queries; render reports."""
+        import boto3
+
+        from margin_risk.audit import comparable, read_audit_dir, rebuild_state, view_of
+        from margin_risk.enforcement import AccountState
+        from margin_risk.local.athena_local import LocalAthena
+        from stacks.athena_queries import NAMED_QUERIES
+
+        s3 = boto3.client("s3")
+        bucket = prov.config.audit_bucket
+        audit_root = run_dir / "s3"
+        paginator = s3.get_paginator("list_objects_v2")
+        rejected = 0
+        for page in paginator.paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                dest = audit_root / key
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(body)
+                if key.startswith(names.AUDIT_PREFIX):
+                    self.summary.audit_objects += 1
+                elif key.startswith(names.REJECTED_PREFIX):
+                    rejected += sum(1 for line in body.splitlines() if line.strip())
+        self.summary.rejected_by_enforcement = rejected
+        self.summary.rejected_records = self.summary.rejected_by_spark + rejected
+        trail = read_audit_dir(audit_root / names.AUDIT_PREFIX) if (
+            audit_root / names.AUDIT_PREFIX
+        ).exists() else []  # fmt: skip
+        self.summary.audit_events = len(trail)
+        counts = {t: 0 for t in names.DECISION_METRIC}
+        for e in trail:
+            counts[e.event_type] += 1
+        s = self.summary
+        s.margin_warnings = counts[names.EVENT_MARGIN_WARNING]
+        s.margin_calls_issued = counts[names.EVENT_MARGIN_CALL_ISSUED]
+        s.margin_calls_met = counts[names.EVENT_MARGIN_CALL_MET]
+        s.accounts_restricted = counts[names.EVENT_ACCOUNT_RESTRICTED]
+        s.liquidations = counts[names.EVENT_LIQUIDATION_TRIGGERED]
+        s.stress_breaches = counts[names.EVENT_STRESS_BREACH]
+
+        # DynamoDB state vs the state rebuilt from the audit trail alone
+        ddb = boto3.client("dynamodb")
+        live = {}
+        for page in ddb.get_paginator("scan").paginate(TableName=prov.config.state_table_name):
+            for item in page["Items"]:
+                if item[names.SK_ITEM]["S"] != names.SK_HEAD:
+                    continue
+                st = AccountState.model_validate_json(item["state"]["S"])
+                live[st.account_id] = comparable(view_of(st))
+        rebuilt = {a: comparable(v) for a, v in rebuild_state(trail).items()}
+        touched = {a for a, v in rebuilt.items()} | {a for a, v in live.items() if v[1]}
+        s.state_matches_audit_rebuild = all(rebuilt.get(a) == live.get(a) for a in touched)
+
+        # The runbook's Athena queries, same text, on DuckDB over the same partitions
+        athena = LocalAthena(audit_root / names.AUDIT_PREFIX)
+        day = (2026, 2, 16)
+        by_type = athena.query(NAMED_QUERIES["events_by_type_for_day"].sql, day)
+        liq = athena.query(NAMED_QUERIES["accounts_with_liquidations_in_month"].sql, day[:2])
+        first_call = next(
+            (e for e in trail if e.event_type == names.EVENT_MARGIN_CALL_ISSUED), None
+        )
+        s.named_queries = {
+            "events_by_type_for_day": {r["event_type"]: r["events"] for r in by_type},
+            "accounts_with_liquidations_in_month": len(liq),
+        }
+        if first_call is not None:
+            calls = athena.query(
+                NAMED_QUERIES["margin_calls_for_account"].sql, [first_call.account_id]
+            )
+            trace = athena.query(
+                NAMED_QUERIES["trace_by_correlation_id"].sql, [first_call.correlation_id]
+            )
+            s.named_queries["margin_calls_for_account"] = {
+                "account_id": first_call.account_id, "calls": len(calls),
+            }  # fmt: skip
+            s.named_queries["trace_by_correlation_id"] = {
+                "correlation_id": first_call.correlation_id,
+                "decisions": [r["event_type"] for r in trace],
+            }
+
+        latencies = _metric_values(run_dir / "metrics", names.METRIC_E2E_LATENCY)
+        s.latency_ms_p50 = _round(percentile(latencies, 50))
+        s.latency_ms_p95 = _round(percentile(latencies, 95))
+        s.latency_ms_p99 = _round(percentile(latencies, 99))
+
+        try:
+            from dashboards.html_render import write_dashboard
+            from margin_risk.health import local_report
+
+            page = write_dashboard(run_dir / "dashboard", run_dir / "metrics")
+            s.dashboard = str(page)
+            report = local_report(run_dir / "metrics")
+            s.health = "HEALTHY" if report.healthy else "UNHEALTHY"
+        except ImportError as e:  # observability not installed in this checkout
+            s.health = f"unavailable ({e})"
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def _metric_values(metrics_dir: Path, name: str) -> list[float]:
+    """Every value of one metric in the EMF files (Powertools writes a list per flush)."""
+    out: list[float] = []
+    for f in sorted(metrics_dir.glob("*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            v = obj.get(name) if isinstance(obj, dict) and "_aws" in obj else None
+            if isinstance(v, list):
+                out.extend(float(x) for x in v)
+            elif isinstance(v, int | float):
+                out.append(float(v))
+    return out
+
+
+class _SqsOnFailure:
+    """The on-failure destination of the local mapping: the same SQS queue as in AWS."""
+
+    def __init__(self, queue_url: str) -> None:
+        import boto3
+
+        self.sqs = boto3.client("sqs")
+        self.queue_url = queue_url
+
+    def send(self, records: Sequence[Any], reason: str) -> None:
+        for r in records:
+            self.sqs.send_message(
+                QueueUrl=self.queue_url, MessageBody=json.dumps({"reason": reason, "record": r})
+            )
+
+
+def print_summary(s: Summary, out: TextIO) -> None:
+    rows = [
+        ("events in", s.events_in),
+        ("margin results", s.margin_results),
+        ("stress results", s.stress_results),
+        ("margin warnings", s.margin_warnings),
+        ("margin calls issued", s.margin_calls_issued),
+        ("margin calls met", s.margin_calls_met),
+        ("accounts restricted", s.accounts_restricted),
+        ("liquidations", s.liquidations),
+        ("stress breaches", s.stress_breaches),
+        ("rejected records", f"{s.rejected_records} (spark {s.rejected_by_spark},"
+                             f" enforcement {s.rejected_by_enforcement})"),
+        ("duplicate fills sent", s.duplicate_fills_sent),
+        ("audit objects / events", f"{s.audit_objects} / {s.audit_events}"),
+        ("end-to-end latency ms p50/p95/p99",
+         f"{s.latency_ms_p50} / {s.latency_ms_p95} / {s.latency_ms_p99}"),
+        ("state == rebuild from audit", s.state_matches_audit_rebuild),
+        ("pipeline health", s.health),
+        ("dashboard", s.dashboard),
+        ("wall time", f"{s.wall_seconds}s"),
+    ]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    out.write("\n== summary\n")
+    for k, v in rows:
+        out.write(f"  {k:<{width}}  {v}\n")
+    q = s.named_queries
+    if q:
+        out.write("== named queries (Athena SQL on DuckDB over the audit partitions)\n")
+        for k, v in q.items():
+            out.write(f"  {k}: {json.dumps(v)}\n")
+    out.flush()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    opts = DemoOptions(
+        accounts=args.accounts, symbols=args.symbols, seed=args.seed,
+        summary_json=Path(args.summary_json) if args.summary_json else None,
+    )  # fmt: skip
+    if opts.accounts < 1 or opts.symbols < 2:
+        print("error: --accounts must be >= 1 and --symbols >= 2", file=sys.stderr)
+        return 1
+    summary = Demo(opts, sys.stdout).run()
+    print_summary(summary, sys.stdout)
+    if opts.summary_json is not None:
+        opts.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        opts.summary_json.write_text(json.dumps(asdict(summary), indent=2), encoding="utf-8")
+        print(f"summary written to {opts.summary_json}")
+    return 0
