@@ -1,0 +1,134 @@
+"""Start (or restart) the streaming Spark job run: `python -m stacks.start_job --env dev`.
+
+Reads the deployed stacks' outputs, cancels any live run of the job (two runs must never share
+one checkpoint), waits for it to stop, then starts one `STREAMING` job run. EMR Serverless
+(7.1.0+) restarts a failed streaming run from its checkpoint, at most `--max-failures-per-hour`
+times an hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from margin_risk import names
+from stacks.app_builder import stack_name
+
+LIVE_STATES = frozenset({"SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED", "CANCELLING"})
+# The Spark Kafka connector and the MSK IAM login module are not part of the EMR Serverless image;
+# Spark resolves these pinned coordinates from Maven Central (through the NAT) when the run starts.
+SPARK_PACKAGES = (
+    "org.apache.spark:spark-sql-kafka-0-10_2.12:3.5.5",
+    "software.amazon.msk:aws-msk-iam-auth:2.3.0",
+)
+
+
+class EmrServerless(Protocol):
+    def list_job_runs(self, **kwargs: Any) -> dict[str, Any]: ...
+    def cancel_job_run(self, **kwargs: Any) -> dict[str, Any]: ...
+    def get_job_run(self, **kwargs: Any) -> dict[str, Any]: ...
+    def start_job_run(self, **kwargs: Any) -> dict[str, Any]: ...
+
+
+def job_run_request(
+    processing: Mapping[str, str],
+    bootstrap_servers: str,
+    *,
+    max_failures_per_hour: int = 5,
+    client_token: str | None = None,
+) -> dict[str, Any]:
+    """The StartJobRun request, from the processing stack's outputs and the bootstrap string."""
+    submit = " ".join(
+        [
+            f"--conf spark.submit.pyFiles={processing['PyFilesUri']}",
+            f"--conf spark.jars.packages={','.join(SPARK_PACKAGES)}",
+            "--conf spark.sql.session.timeZone=UTC",
+        ]
+    )
+    return {
+        "applicationId": processing["ApplicationId"],
+        "executionRoleArn": processing["JobRoleArn"],
+        "name": names.EMR_JOB_NAME,
+        "mode": "STREAMING",
+        "retryPolicy": {"maxFailedAttemptsPerHour": max_failures_per_hour},
+        "clientToken": client_token or str(uuid.uuid4()),
+        "jobDriver": {
+            "sparkSubmit": {
+                "entryPoint": processing["EntryPointUri"],
+                "entryPointArguments": [
+                    "--bootstrap-servers",
+                    bootstrap_servers,
+                    "--kafka-auth",
+                    "iam",
+                    "--checkpoint",
+                    processing["CheckpointUri"],
+                ],
+                "sparkSubmitParameters": submit,
+            }
+        },
+    }
+
+
+def stop_live_runs(
+    client: EmrServerless, application_id: str, *, timeout_s: float = 900, poll_s: float = 10
+) -> list[str]:
+    """Cancel every live run of the job and wait until none is live. Returns the cancelled ids."""
+    live = [
+        r["id"]
+        for page in [client.list_job_runs(applicationId=application_id, states=sorted(LIVE_STATES))]
+        for r in page.get("jobRuns", [])
+        if r.get("name") == names.EMR_JOB_NAME
+    ]
+    for run_id in live:
+        client.cancel_job_run(applicationId=application_id, jobRunId=run_id)
+    deadline = time.monotonic() + timeout_s
+    pending = list(live)
+    while pending:
+        pending = [
+            run_id
+            for run_id in pending
+            if client.get_job_run(applicationId=application_id, jobRunId=run_id)["jobRun"]["state"]
+            in LIVE_STATES
+        ]
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"job runs still live after {timeout_s:.0f}s: {pending}")
+        if pending:
+            time.sleep(poll_s)
+    return live
+
+
+def stack_outputs(cloudformation: Any, name: str) -> dict[str, str]:
+    (stack,) = cloudformation.describe_stacks(StackName=name)["Stacks"]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="dev")
+    parser.add_argument("--region", default=None)
+    parser.add_argument("--max-failures-per-hour", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import boto3
+
+    session = boto3.Session(region_name=args.region)
+    cfn = session.client("cloudformation")
+    processing = stack_outputs(cfn, stack_name(args.env, "Processing"))
+    streaming = stack_outputs(cfn, stack_name(args.env, "Streaming"))
+    emr = session.client("emr-serverless")
+    cancelled = stop_live_runs(emr, processing["ApplicationId"])
+    request = job_run_request(
+        processing,
+        streaming["BootstrapServers"],
+        max_failures_per_hour=args.max_failures_per_hour,
+    )
+    run = emr.start_job_run(**request)
+    print(f"cancelled {cancelled or 'none'}; started job run {run['jobRunId']} (STREAMING)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
