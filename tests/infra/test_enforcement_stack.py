@@ -153,6 +153,16 @@ def test_function_role_reaches_only_its_topics_and_groups(synth: Synth) -> None:
     assert len(write) == len(names.DECISION_TOPICS)
     assert all(any(t in r for t in names.DECISION_TOPICS) for r in write)
     assert not any(a.startswith("kafka-cluster:*") for s in statements for a in s["Action"])
+    assert "kafka-cluster:DescribeClusterDynamicConfiguration" in {
+        a
+        for s in statements
+        for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    queues = synth.resources("dev", "Enforcement", "AWS::SQS::Queue")
+    (on_failure_id,) = [
+        k for k, q in queues.items() if q["Properties"]["QueueName"] == names.ON_FAILURE_QUEUE
+    ]
+    assert arns_for("sqs:SendMessage") == [str({"Fn::GetAtt": [on_failure_id, "Arn"]})]
     put = arns_for("s3:PutObject")
     assert len(put) == 2 and all("/audit/*" in r or "/rejected/*" in r for r in put)
     assert arns_for("s3:PutObjectRetention") == [] and arns_for("s3:DeleteObject*") == []
