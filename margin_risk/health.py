@@ -277,9 +277,15 @@ def run_health(metrics_dir: str | None, aws: bool = False, as_json: bool = False
     import sys
 
     if aws:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         from margin_risk.adapters.cloudwatch_metrics import CloudWatchSource
 
-        report = build_report(CloudWatchSource(), datetime.now(UTC))
+        try:
+            report = build_report(CloudWatchSource(), datetime.now(UTC))
+        except (BotoCoreError, ClientError) as e:
+            print(f"error: CloudWatch: {e}", file=sys.stderr)
+            return 1
     else:
         path = Path(metrics_dir or "")
         if not metrics_dir or not path.is_dir():

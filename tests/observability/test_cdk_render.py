@@ -172,3 +172,18 @@ def test_search_expression_groups_by_the_extra_dimension() -> None:
         'SEARCH(\'{MarginRiskMonitor,reason,service} MetricName="RecordsRejected" '
         '"service"="margin-job"\', \'Sum\', 60)'
     )
+
+
+def test_a_search_metric_cannot_become_an_alarm() -> None:
+    from dashboards.cdk_render import render_alarms
+
+    stack = cdk.Stack(cdk.App(), "Bad")
+    bad = specs.AlarmSpec(
+        "bad",
+        "rejects by reason",
+        specs.Metric(names.METRICS_NAMESPACE, names.METRIC_RECORDS_REJECTED, group_by="reason"),
+        warning=None,
+        critical=0.0,
+    )
+    with pytest.raises(ValueError, match="SEARCH"):
+        render_alarms(stack, bad, RES, sns.Topic(stack, "T"))

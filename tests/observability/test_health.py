@@ -182,3 +182,14 @@ def test_cloudwatch_source_feeds_the_same_rules(monkeypatch: pytest.MonkeyPatch)
     assert last is not None and abs((now - last).total_seconds() - 1800) < 120
     assert st["enforcement decisions"].status == "IDLE"
     assert not report.healthy
+
+
+def test_cli_health_aws_without_a_region_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for k in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert main(["health", "--aws"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: CloudWatch:") and err.count("\n") == 1
