@@ -73,26 +73,20 @@ def _process(
     return summary
 
 
-_idempotent_cache: dict[int, Any] = {}
-
-
 def _idempotent(rt: Runtime) -> Any:
-    """`_process` wrapped by Powertools idempotency for this runtime (built once per runtime)."""
-    fn = _idempotent_cache.get(id(rt))
-    if fn is None:
+    """`_process` wrapped by Powertools idempotency, built once per runtime and kept on it."""
+    if rt.idempotent_process is None:
 
         def run(*, batch: dict[str, list[int]], records: Sequence[InboundRecord]) -> dict[str, Any]:
             return _process(rt, batch, records)
 
-        fn = idempotent_function(
+        rt.idempotent_process = idempotent_function(
             run,
             data_keyword_argument="batch",
             persistence_store=rt.persistence,
             config=rt.idempotency_config,
         )
-        _idempotent_cache.clear()
-        _idempotent_cache[id(rt)] = fn
-    return fn
+    return rt.idempotent_process
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -47,6 +47,8 @@ class Runtime:
     dynamodb: Any
     s3: Any
     sns: Any
+    # The handler's idempotent batch function, bound to this runtime (built on first use).
+    idempotent_process: Any = None
 
 
 def build_runtime(config: EnforcementConfig | None = None) -> Runtime:
