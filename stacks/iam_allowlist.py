@@ -72,11 +72,6 @@ REVIEWED: tuple[ReviewedWildcard, ...] = (
         "checkpoint prefix.",
     ),
     ReviewedWildcard(
-        "Action",
-        r"dynamodb:(BatchGetItem|BatchWriteItem|GetRecords|GetShardIterator|Query|Scan)?\*?",
-        "CDK's DynamoDB data grant, scoped to the two tables of this application.",
-    ),
-    ReviewedWildcard(
         "Resource",
         r"<[A-Za-z0-9]+\.Arn>/index/\*|[A-Za-z0-9:-]+ExportsOutput[A-Za-z0-9]+/index/\*",
         "CDK's DynamoDB grant includes the table's own secondary indexes (none exist today).",

@@ -131,3 +131,20 @@ def test_resource_star_review_requires_the_statement_actions_to_need_it() -> Non
     bad = iam_allowlist.Finding("Resource", "*", ("xray:PutTraceSegments", "s3:GetObject"))
     assert ok.review() is not None
     assert bad.review() is None
+
+
+@pytest.mark.parametrize("action", ["*", "s3:*", "kms:*", "dynamodb:*", "kafka-cluster:*", "iam:*"])
+def test_no_reviewed_pattern_admits_a_service_wide_action(action: str) -> None:
+    assert iam_allowlist.Finding("Action", action, (action,)).review() is None
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "arn:<AWS::Partition>:s3:::margin-risk-monitor-audit-dev-<AWS::AccountId>/*",
+        "arn:<AWS::Partition>:kafka:<AWS::Region>:<AWS::AccountId>:topic/margin-risk-monitor-msk/*",
+        "arn:<AWS::Partition>:s3:::*",
+    ],
+)
+def test_no_reviewed_pattern_admits_a_whole_bucket_or_every_topic(resource: str) -> None:
+    assert iam_allowlist.Finding("Resource", resource, ("s3:PutObject",)).review() is None
