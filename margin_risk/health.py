@@ -169,6 +169,10 @@ def _last(
 
 
 INPUTS = (specs.spark(names.METRIC_INPUT_RECORDS),)
+# Upstream of the inputs stage in AWS: the MSK input topics (no such metric in a local run).
+KAFKA_INPUTS = tuple(
+    specs.msk_topic(t, 60) for t in (names.TOPIC_FILLS, names.TOPIC_PRICES, names.TOPIC_CASH)
+)
 MARGIN_RESULTS = (specs.spark(names.METRIC_MARGIN_RESULTS),)
 ALL_RESULTS = (*MARGIN_RESULTS, specs.spark(names.METRIC_STRESS_RESULTS))
 ENFORCED = (specs.enf(names.METRIC_RECORDS_PROCESSED),)
@@ -197,29 +201,29 @@ def build_report(
     def stage(
         name: str,
         ms: Sequence[specs.Metric],
-        upstream: Sequence[specs.Metric] | None,
+        upstream: Sequence[specs.Metric],
         upstream_name: str,
     ) -> tuple[StageHealth, float]:
         count = _sum(source, ms, start, until)
         last = _last(source, ms, since, until)
         lag = None if last is None else (now - last).total_seconds()
-        up = _sum(source, upstream, start, until) if upstream is not None else None
+        up = _sum(source, upstream, start, until)
         metric = "+".join(m.name for m in ms)
-        if up is not None and up > 0 and count == 0:
+        if up > 0 and count == 0:
             status = "STALLED"
             rule = (
                 f"{upstream_name} produced {up:g} in the last {window_minutes} min but {metric} = 0"
             )
         elif count > 0:
             status, rule = "OK", f"{metric} = {count:g} in the last {window_minutes} min"
-        elif upstream is None:
+        elif upstream is KAFKA_INPUTS:
             status, rule = "IDLE", f"no inputs in the last {window_minutes} min: nothing to do"
         else:
             status, rule = "IDLE", f"{upstream_name} idle in the last {window_minutes} min"
         sh = StageHealth(name, metric, last, count, count / window_minutes, lag, status, rule)
         return sh, count
 
-    inputs, _ = stage("inputs", INPUTS, None, "")
+    inputs, _ = stage("inputs", INPUTS, KAFKA_INPUTS, "Kafka input topics (MessagesInPerSec)")
     results, _ = stage("spark margin results", MARGIN_RESULTS, INPUTS, "inputs")
     enforce, ok = stage("enforcement decisions", ENFORCED, ALL_RESULTS, "Spark results")
     audit, _ = stage("audit objects", AUDIT, DECISIONS, "enforcement decisions")

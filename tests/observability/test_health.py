@@ -174,6 +174,25 @@ def test_cloudwatch_source_feeds_the_same_rules(monkeypatch: pytest.MonkeyPatch)
             ],
         )  # fmt: skip
         report = build_report(CloudWatchSource(client=cw), now)
+        # and a second cluster view: producers write, the Spark job reads nothing
+        msk = [{"Name": "Cluster Name", "Value": names.MSK_CLUSTER}]
+        cw.put_metric_data(
+            Namespace="AWS/Kafka",
+            MetricData=[
+                {
+                    "MetricName": "MessagesInPerSec",
+                    "Dimensions": [*msk, {"Name": "Topic", "Value": names.TOPIC_FILLS}],
+                    "Value": 12.0,
+                    "Timestamp": now + timedelta(minutes=15),
+                }
+            ],
+        )
+        dead = build_report(
+            CloudWatchSource(client=cw, resources={"msk_cluster_name": names.MSK_CLUSTER}),
+            now + timedelta(minutes=20),
+        )
+    (inp, *_) = dead.stages
+    assert inp.status == "STALLED" and "Kafka input topics" in inp.rule
     st = _stages(report)
     assert report.source == "CloudWatch"
     assert st["inputs"].status == "OK" and st["inputs"].count == 3200
