@@ -209,12 +209,23 @@ class LocalMetrics:
         return [statistic(v, stat) for v in raw]
 
     def lines(self, s: Series, tl: Timeline) -> list[Line]:
-        """One line per metric (per ``group_by`` value), or the expression's single line."""
+        """One line per metric (per ``group_by`` value), or the expression's single line.
+
+        An expression is evaluated at the end of each bucket over its own period (a rolling
+        window, e.g. the 10 minutes of a stall rule), not over the chart's shorter bucket.
+        """
         if isinstance(s, Expr):
-            cols = {k: self._bucket(self.select(m), m.statistic, tl) for k, m in s.using.items()}
+            window_ms = max(s.period_s * 1000, tl.period_ms)
+            inputs = {k: (m, self.select(m)) for k, m in s.using.items()}
             vals: list[float | None] = []
             for i in range(tl.n):
-                vals.append(s.local({k: (c[i] or 0.0) for k, c in cols.items()}))
+                hi = tl.start_ms + (i + 1) * tl.period_ms
+                lo = hi - window_ms
+                v = {
+                    k: statistic([p.value for p in pts if lo <= p.ts_ms < hi], m.statistic) or 0.0
+                    for k, (m, pts) in inputs.items()
+                }
+                vals.append(s.local(v))
             return [Line(s.label, vals)]
         pts = self.select(s)
         if s.group_by is None:

@@ -102,13 +102,21 @@ def test_timeline_uses_round_periods_and_covers_every_point() -> None:
     assert Timeline(0, 1000, 3).index(3000) is None
 
 
-def test_expression_lines_fill_missing_inputs_with_zero(tmp_path: Path) -> None:
-    run = write_run(tmp_path, simulated_run(minutes=20, stall_results_after_min=12))
+def test_stall_expression_is_evaluated_over_its_own_ten_minute_window(tmp_path: Path) -> None:
+    # results stop at minute 12 while inputs continue: stalled once 10 minutes have no results
+    run = write_run(tmp_path, simulated_run(minutes=30, stall_results_after_min=12))
     data = LocalMetrics(load_metrics_dir(run).points)
-    tl = Timeline(T0_MS, 60_000, 20)
+    tl = Timeline(T0_MS, 60_000, 30)
     (line,) = data.lines(specs.MARGIN_RESULTS_STALLED, tl)
-    assert line.values[:12] == [0.0] * 12
-    assert line.values[12:] == [1.0] * 8
+    first_stalled_bucket = 12 + specs.STALL_MINUTES - 1
+    assert line.values[:first_stalled_bucket] == [0.0] * first_stalled_bucket
+    assert line.values[first_stalled_bucket:] == [1.0] * (30 - first_stalled_bucket)
+
+
+def test_expression_fills_missing_inputs_with_zero() -> None:
+    tl = Timeline(T0_MS, 60_000, 3)
+    (line,) = LocalMetrics([]).lines(specs.ERROR_RATE, tl)
+    assert line.values == [0.0, 0.0, 0.0]
 
 
 def test_run_dir_or_metrics_dir_both_load(tmp_path: Path) -> None:
