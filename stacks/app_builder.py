@@ -18,6 +18,7 @@ from stacks.config import (
     ENV_SKIP_DEPS,
     EnvironmentConfig,
     load_environments,
+    stack_name,
     truthy,
 )
 from stacks.enforcement import EnforcementStack
@@ -26,12 +27,6 @@ from stacks.observability import ObservabilityStack
 from stacks.processing import ProcessingStack
 from stacks.storage import StorageStack
 from stacks.streaming import StreamingStack
-
-STACK_PREFIX = "MarginRisk"
-
-
-def stack_name(env: str, part: str) -> str:
-    return f"{STACK_PREFIX}-{env}-{part}"
 
 
 @dataclass

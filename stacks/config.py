@@ -19,6 +19,12 @@ CONTEXT_ENV = "env"
 CONTEXT_SKIP_DEPS = "skipLambdaDeps"
 # Same switch as an environment variable, for tools that cannot pass context.
 ENV_SKIP_DEPS = "MR_CDK_SKIP_LAMBDA_DEPS"
+STACK_PREFIX = "MarginRisk"
+
+
+def stack_name(env: str, part: str) -> str:
+    """CloudFormation stack names: `MarginRisk-<env>-<Part>`."""
+    return f"{STACK_PREFIX}-{env}-{part}"
 
 
 class _Strict(BaseModel):

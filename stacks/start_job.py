@@ -1,5 +1,7 @@
 """Start (or restart) the streaming Spark job run: `python -m stacks.start_job --env dev`.
 
+`--stop` only cancels the live run (do it before `cdk destroy`).
+
 Reads the deployed stacks' outputs, cancels any live run of the job (two runs must never share
 one checkpoint), waits for it to stop, then starts one `STREAMING` job run. EMR Serverless
 (7.1.0+) restarts a failed streaming run from its checkpoint, at most `--max-failures-per-hour`
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from margin_risk import names
-from stacks.app_builder import stack_name
+from stacks.config import stack_name
 
 LIVE_STATES = frozenset({"SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED", "CANCELLING"})
 # The Spark Kafka connector and the MSK IAM login module are not part of the EMR Serverless image;
@@ -110,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="dev")
     parser.add_argument("--region", default=None)
     parser.add_argument("--max-failures-per-hour", type=int, default=5)
+    parser.add_argument(
+        "--stop", action="store_true", help="only cancel live runs (before destroy)"
+    )
     args = parser.parse_args(argv)
 
     import boto3
@@ -117,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     session = boto3.Session(region_name=args.region)
     cfn = session.client("cloudformation")
     processing = stack_outputs(cfn, stack_name(args.env, "Processing"))
-    streaming = stack_outputs(cfn, stack_name(args.env, "Streaming"))
     emr = session.client("emr-serverless")
     cancelled = stop_live_runs(emr, processing["ApplicationId"])
+    if args.stop:
+        print(f"cancelled {cancelled or 'none'}")
+        return 0
+    streaming = stack_outputs(cfn, stack_name(args.env, "Streaming"))
     request = job_run_request(
         processing,
         streaming["BootstrapServers"],
