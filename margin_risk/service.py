@@ -6,8 +6,9 @@ partition order, then do the side effects in the order that keeps a retry safe:
 
 1. the audit object(s) for the batch (deterministic key: a retry overwrites),
 2. decisions to Kafka and new calls / liquidations to the operator topic (deterministic ids),
-3. one conditional write per account touched (the commit point; version-guarded),
-4. history items, and a rewrite of the audit object if a conflict changed what was committed.
+3. the heads it loaded copied to history (so history only ever holds committed versions),
+4. one conditional write per account touched (the commit point; version-guarded),
+5. a rewrite of the audit object if a conflict or a failed commit changed what was committed.
 
 A failure before the commit fails every valid record of the batch; a failure at the commit fails
 only that account's records. Either way the retry recomputes the same ids and keys, and records an
@@ -153,28 +154,38 @@ def decode(record: InboundRecord) -> ValidRecord | Rejection:
 
 # --- Ports -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class HistoryEntry:
-    """One account's state as committed by one batch, kept beside the head item."""
+class CommitInfo:
+    """What the head item records about the batch that wrote it (copied into history later)."""
 
-    state: AccountState
     batch_id: str
     decision_ids: tuple[str, ...]
     committed_at: datetime
 
 
 class StateRepository(Protocol):
+    """Account state: a head item per account, history items below it.
+
+    History is written from *committed* heads only: before a batch commits version v+1 it archives
+    the head it loaded (version v) as ``H#v``. A failed history write therefore fails the batch
+    before its commit, and no history item can describe a version that was never committed.
+    """
+
     def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
         """Current state of each known account (unknown accounts are simply absent)."""
         ...
 
-    def commit(self, state: AccountState, expected_version: int) -> AccountState | None:
+    def commit(
+        self, state: AccountState, expected_version: int, info: CommitInfo
+    ) -> AccountState | None:
         """Store ``state`` if the stored version is ``expected_version`` (0: no item yet).
 
         Returns None on success, or the stored state when another writer got there first.
         """
         ...
 
-    def write_history(self, entries: Sequence[HistoryEntry]) -> None: ...
+    def archive(self, account_ids: Sequence[str]) -> None:
+        """Copy the heads last loaded (or returned by a conflict) for these accounts to history."""
+        ...
 
 
 class AuditSink(Protocol):
@@ -440,8 +451,12 @@ class EnforcementService:
                 with self.tracing.span("audit put"):
                     self.audit_sink.put_objects(written)
             self._publish(runs.values(), published)
+            to_archive = [a for a, r in runs.items() if r.changed and r.base.version > 0]
+            if self.history_enabled and to_archive:
+                with self.tracing.span("history"):
+                    self.repo.archive(to_archive)
         except Exception:
-            log.exception("audit or publish failed before commit: the whole batch is retried")
+            log.exception("audit, publish or history failed before commit: batch retried")
             self._cleanup(list(written))
             result.failed = [v.coordinate for v in valid]
             self._emit_counts(result)
@@ -450,7 +465,7 @@ class EnforcementService:
         committed: list[_AccountRun] = []
         failed_accounts: list[str] = []
         for a, run in runs.items():
-            final = self._commit(run, published, result)
+            final = self._commit(run, published, result, batch)
             if final is None:
                 failed_accounts.append(a)
             else:
@@ -467,20 +482,10 @@ class EnforcementService:
                     stale = [k for k in written if k not in final_objects]
                     if stale:
                         self.audit_sink.delete_objects(stale)
-            if self.history_enabled:
-                now = self.clock()
-                entries = [
-                    HistoryEntry(r.state, batch, tuple(d.event_id for d in r.decisions), now)
-                    for r in committed
-                    if r.changed
-                ]
-                if entries:
-                    with self.tracing.span("history"):
-                        self.repo.write_history(entries)
         except Exception:
             # The state is committed; a retry finds duplicates and changes nothing. The audit
             # object still holds the first computation, whose ids a reader dedupes on.
-            log.exception("audit rewrite or history failed after commit")
+            log.exception("audit rewrite failed after commit")
 
         result.decisions = final_decisions
         result.audit_keys = sorted(final_objects)
@@ -517,14 +522,15 @@ class EnforcementService:
         published.update(d.event_id for d in fresh)
 
     def _commit(
-        self, run: _AccountRun, published: set[str], result: BatchResult
+        self, run: _AccountRun, published: set[str], result: BatchResult, batch: str
     ) -> _AccountRun | None:
         """Conditional write; on a conflict re-apply on the stored item. None: failed."""
         attempts = 0
         while run.changed:
+            info = CommitInfo(batch, tuple(d.event_id for d in run.decisions), self.clock())
             try:
                 with self.tracing.span(f"commit {run.account_id}"):
-                    current = self.repo.commit(run.state, run.base.version)
+                    current = self.repo.commit(run.state, run.base.version, info)
             except Exception:
                 log.exception("state commit failed", extra={"account_id": run.account_id})
                 return None
@@ -542,8 +548,12 @@ class EnforcementService:
             run = self._run_account(current, run.records)
             try:
                 self._publish([run], published)
+                if self.history_enabled and run.changed:
+                    self.repo.archive([run.account_id])  # the winner's head, as it was committed
             except Exception:
-                log.exception("publish failed after conflict", extra={"account_id": run.account_id})
+                log.exception(
+                    "publish/history failed after conflict", extra={"account_id": run.account_id}
+                )
                 return None
         return run
 

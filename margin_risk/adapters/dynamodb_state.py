@@ -1,7 +1,9 @@
 """DynamoDB account-state repository: head item per account, history items below it.
 
 Per batch: one BatchGetItem per 100 accounts, one conditional PutItem per account touched (the
-version guard that keeps two invocations from both moving an account), history via BatchWriteItem.
+version guard that keeps two invocations from both moving an account), and history via
+BatchWriteItem: before committing version v+1 the head it loaded (version v, with the batch id and
+decision ids that wrote it) is copied to ``H#v``, so history never holds an uncommitted version.
 ``ReturnValuesOnConditionCheckFailure=ALL_OLD`` hands back the winner's item with the failure, so a
 conflict costs no extra read.
 """
@@ -18,7 +20,7 @@ from botocore.exceptions import ClientError
 from margin_risk import names
 from margin_risk.enforcement import AccountState
 from margin_risk.models import iso
-from margin_risk.service import HistoryEntry
+from margin_risk.service import CommitInfo
 
 BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
@@ -55,9 +57,12 @@ class DynamoStateRepository:
     def __init__(self, client: Any, table_name: str = names.ACCOUNT_STATE_TABLE) -> None:
         self.client = client
         self.table = table_name
+        # Raw head items last seen per account (loaded, or returned by a failed condition).
+        self._heads: dict[str, dict[str, Any]] = {}
 
     def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
         out: dict[str, AccountState] = {}
+        self._heads.clear()
         ids = list(dict.fromkeys(account_ids))
         for i in range(0, len(ids), BATCH_GET_LIMIT):
             keys: list[dict[str, Any]] = [
@@ -70,6 +75,7 @@ class DynamoStateRepository:
                 for item in resp.get("Responses", {}).get(self.table, []):
                     s = state_from_item(item)
                     out[s.account_id] = s
+                    self._heads[s.account_id] = item
                 request = resp.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -78,8 +84,16 @@ class DynamoStateRepository:
                 raise RuntimeError("BatchGetItem left keys unprocessed after retries")
         return out
 
-    def commit(self, state: AccountState, expected_version: int) -> AccountState | None:
-        item = {**_state_attrs(state), names.SK_ITEM: {"S": names.SK_HEAD}}
+    def commit(
+        self, state: AccountState, expected_version: int, info: CommitInfo
+    ) -> AccountState | None:
+        item = {
+            **_state_attrs(state),
+            names.SK_ITEM: {"S": names.SK_HEAD},
+            "batch_id": {"S": info.batch_id},
+            "decision_ids": {"L": [{"S": d} for d in info.decision_ids]},
+            "committed_at": {"S": iso(info.committed_at)},
+        }
         if expected_version == 0:
             cond = f"attribute_not_exists({names.PK_ACCOUNT})"
             values: dict[str, Any] = {}
@@ -110,20 +124,20 @@ class DynamoStateRepository:
                     ConsistentRead=True,
                 )
                 old = got["Item"]
+            self._heads[state.account_id] = old
             return state_from_item(old)
         return None
 
-    def write_history(self, entries: Sequence[HistoryEntry]) -> None:
+    def archive(self, account_ids: Sequence[str]) -> None:
         puts: list[dict[str, Any]] = []
-        for e in entries:
-            item = {
-                **_state_attrs(e.state),
-                names.SK_ITEM: {"S": history_sk(e.state.version)},
-                "batch_id": {"S": e.batch_id},
-                "decision_ids": {"L": [{"S": d} for d in e.decision_ids]},
-                "committed_at": {"S": iso(e.committed_at)},
-            }
-            puts.append({"PutRequest": {"Item": item}})
+        for a in dict.fromkeys(account_ids):
+            head = self._heads.get(a)
+            if head is None:
+                continue  # a new account: nothing committed yet
+            version = int(head["version"]["N"])
+            puts.append(
+                {"PutRequest": {"Item": {**head, names.SK_ITEM: {"S": history_sk(version)}}}}
+            )
         for i in range(0, len(puts), BATCH_WRITE_LIMIT):
             request: dict[str, Any] = {self.table: puts[i : i + BATCH_WRITE_LIMIT]}
             for round_ in range(MAX_UNPROCESSED_ROUNDS):

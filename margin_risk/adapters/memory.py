@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from margin_risk.enforcement import AccountState
 from margin_risk.models import AuditEvent
-from margin_risk.service import HistoryEntry, Publication, Rejection
+from margin_risk.service import CommitInfo, Publication, Rejection
 
 
 @dataclass
@@ -17,7 +17,8 @@ class MemoryStateRepository:
     """Rows are stored as JSON, as in DynamoDB, so callers never share mutable state with it."""
 
     rows: dict[str, str] = field(default_factory=dict)
-    history: list[HistoryEntry] = field(default_factory=list)
+    history: dict[tuple[str, int], str] = field(default_factory=dict)
+    _seen: dict[str, str] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=lambda: {"load_many": 0, "commit": 0})
 
     @property
@@ -27,20 +28,28 @@ class MemoryStateRepository:
     def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
         self.calls["load_many"] += 1
         rows = self.rows
-        return {a: AccountState.model_validate_json(rows[a]) for a in account_ids if a in rows}
+        self._seen = {a: rows[a] for a in account_ids if a in rows}
+        return {a: AccountState.model_validate_json(j) for a, j in self._seen.items()}
 
-    def commit(self, state: AccountState, expected_version: int) -> AccountState | None:
+    def commit(
+        self, state: AccountState, expected_version: int, info: CommitInfo
+    ) -> AccountState | None:
         self.calls["commit"] += 1
         row = self.rows.get(state.account_id)
         current = None if row is None else AccountState.model_validate_json(row)
         stored = 0 if current is None else current.version
         if stored != expected_version:
+            if row is not None:
+                self._seen[state.account_id] = row
             return current
         self.rows[state.account_id] = state.model_dump_json()
         return None
 
-    def write_history(self, entries: Sequence[HistoryEntry]) -> None:
-        self.history.extend(entries)
+    def archive(self, account_ids: Sequence[str]) -> None:
+        for a in account_ids:
+            row = self._seen.get(a)
+            if row is not None:
+                self.history[(a, AccountState.model_validate_json(row).version)] = row
 
 
 @dataclass

@@ -78,9 +78,19 @@ def test_calls_cures_liquidations_and_stress_land_everywhere(deployment: Deploym
     assert liq_state.margin.call_amount == 22_500.0
     assert st["ACC-WARN"].margin.warning_armed is False and not st["ACC-WARN"].margin.call_open
     assert st["ACC-STRESS"].stress.breached and not st["ACC-STRESS"].margin.call_open
-    # ... with history below the head: a descending query returns LATEST, then H#2, H#1
-    sks = [i["sk"]["S"] for i in deployment.items("ACC-CURE")]
-    assert sks == ["LATEST", "H#000000000002", "H#000000000001"]
+    # ... with history below the head: a descending query returns LATEST (version 2), then
+    # version 1 as the first batch committed it, with that batch's decision ids
+    items = deployment.items("ACC-CURE")
+    assert [(i["sk"]["S"], i["version"]["N"]) for i in items] == [
+        ("LATEST", "2"),
+        ("H#000000000001", "1"),
+    ]
+    assert [d["S"] for d in items[1]["decision_ids"]["L"]] == ["c1:MARGIN_CALL_ISSUED"]
+    assert items[0]["batch_id"]["S"] != items[1]["batch_id"]["S"]
+    assert [d["S"] for d in items[0]["decision_ids"]["L"]] == [
+        "c2:ACCOUNT_RESTRICTED",
+        "c3:MARGIN_CALL_MET",
+    ]
 
     # And SNS told the operators about each new call and the liquidation, once each
     notes = deployment.notifications()
