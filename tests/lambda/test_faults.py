@@ -268,6 +268,13 @@ def test_conflicting_concurrent_writer_is_reapplied_not_overwritten(
         "cs1:STRESS_BREACH",
     ]
     assert deployment.metric_total(names.METRIC_STATE_CONFLICTS) == 1
+    # ... and history holds the winner's committed version 1 (the stress batch), nothing invented
+    items = deployment.items("ACC-C")
+    assert [(i["sk"]["S"], i["version"]["N"]) for i in items] == [
+        ("LATEST", "2"),
+        ("H#000000000001", "1"),
+    ]
+    assert [d["S"] for d in items[1]["decision_ids"]["L"]] == ["cs1:STRESS_BREACH"]
     assert_clean(deployment, [m, s])
 
 
@@ -300,3 +307,37 @@ def test_conflict_with_the_same_records_leaves_one_audit_copy(deployment: Deploy
     ]
     assert len(deployment.keys(names.AUDIT_PREFIX)) == 1
     assert_clean(deployment, [e])
+
+
+def test_history_write_failure_fails_the_batch_before_its_commit(
+    deployment: Deployment, feed: Feed
+):
+    first = calc("ACC-H", 0, -40_000, book(50), "h1")  # call, version 1
+    second = calc("ACC-H", 120, -40_000, book(60), "h2")  # cured, version 2
+    assert failures(deployment.send(feed.records([first]))) == []
+    records = feed.records([second])
+    with (
+        fault(deployment.runtime.dynamodb, "dynamodb.BatchWriteItem"),
+        pytest.raises(BatchProcessingError),
+    ):
+        deployment.send(records)
+    st = deployment.states()["ACC-H"]
+    assert st.version == 1 and st.margin.call_open  # not committed
+    assert [e.event_id for e in deployment.audit()] == ["h1:MARGIN_CALL_ISSUED"]
+    assert failures(deployment.send(records)) == []
+    assert [i["sk"]["S"] for i in deployment.items("ACC-H")] == ["LATEST", "H#000000000001"]
+    assert_clean(deployment, [first, second])
+
+
+def test_every_log_line_carries_a_correlation_id(
+    deployment: Deployment, feed: Feed, capfd: pytest.CaptureFixture[str]
+):
+    e = calc("ACC-L", 0, -40_000, book(50), "l1")
+    capfd.readouterr()
+    deployment.send([*feed.records([e, e]), feed.record(raw=b"nope", account="ACC-L")])
+    lines = [json.loads(x) for x in capfd.readouterr().out.splitlines() if x.startswith('{"level"')]
+    assert len(lines) >= 4
+    assert all(x.get("correlation_id") for x in lines)
+    dup = next(x for x in lines if x["message"] == "record not applied")
+    assert dup["correlation_id"] == "corr-l1" and dup["outcome"] == "duplicate"
+    assert all(x["function_name"] == names.ENFORCEMENT_FUNCTION for x in lines)
