@@ -1,0 +1,350 @@
+"""Section 3: the local pipeline at a steady input rate, input-to-decision latency and keep-up.
+
+Wiring (all in this process except the tansu broker): a producer thread paced to ``rate`` events/s
+of prices, fills and cash into the broker; the Spark job's local runner
+(``emr_jobs.local_runner.LocalMarginJob.run_until``) in local[2]; the local event source mapping
+(``margin_risk.local.esm``) driving the real enforcement handler against the embedded moto server.
+
+Latency of a result record = the wall time its handler invocation returned (the decision) minus its
+``origin_ts`` header, which the Spark job sets to the Kafka timestamp of the newest input behind
+that account's recalculation (the produce time). An older input in the same micro-batch waited up to
+one micro-batch longer; the Spark batch durations are reported beside the latencies for that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.enforcement import quiet_stdout
+from bench.timing import median, percentile
+from margin_risk import names
+
+
+@dataclass(frozen=True)
+class E2ESettings:
+    rate: float = 1000.0
+    duration_s: float = 60.0
+    accounts: int = 200
+    symbols: int = 50
+    esm_batch_size: int = 1000
+    esm_window_s: float = 0.5
+    partitions: int = 2
+    warmup_timeout_s: float = 180.0
+    drain_timeout_s: float = 60.0
+    seed: int = 5
+
+
+def _iso(ts: float) -> str:
+    return (
+        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+class InputFeed:
+    """Prices (70%), fills (25%) and deposits (5%) on a fixed book of accounts and symbols."""
+
+    def __init__(self, accounts: int, symbols: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.accounts = [f"E2E{i:05d}" for i in range(accounts)]
+        self.symbols = [f"SYM{i:03d}" for i in range(symbols)]
+        self.price = {s: self.rng.uniform(3.0, 300.0) for s in self.symbols}
+        self.beta = {s: round(self.rng.uniform(0.5, 2.0), 2) for s in self.symbols}
+        self.n = 0
+
+    def _id(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}-{self.n:09d}"
+
+    def opening(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Prices of every symbol, a deposit and five fills per account (longs and shorts)."""
+        now = _iso(time.time())
+        out = [self._tick(s, now) for s in self.symbols]
+        for a in self.accounts:
+            out.append(self._cash(a, now, self.rng.uniform(20_000, 200_000)))
+            for s in self.rng.sample(self.symbols, 5):
+                side = "SHORT" if self.rng.random() < 0.3 else "BUY"
+                out.append(self._fill(a, s, side, now))
+        return out
+
+    def _tick(self, s: str, now: str) -> tuple[str, str, dict[str, Any]]:
+        self.price[s] = max(0.5, self.price[s] * (1.0 + self.rng.gauss(0.0, 0.004)))
+        return (
+            names.TOPIC_PRICES,
+            s,
+            {"symbol": s, "price": round(self.price[s], 4), "timestamp": now, "beta": self.beta[s]},
+        )
+
+    def _fill(self, a: str, s: str, side: str, now: str) -> tuple[str, str, dict[str, Any]]:
+        fid = self._id("F")
+        return (
+            names.TOPIC_FILLS,
+            a,
+            {
+                "fill_id": fid,
+                "account_id": a,
+                "symbol": s,
+                "side": side,
+                "quantity": float(self.rng.randint(10, 400)),
+                "price": round(self.price[s], 4),
+                "timestamp": now,
+                "correlation_id": f"c-{fid}",
+            },
+        )
+
+    def _cash(self, a: str, now: str, amount: float) -> tuple[str, str, dict[str, Any]]:
+        tid = self._id("T")
+        return (
+            names.TOPIC_CASH,
+            a,
+            {
+                "txn_id": tid,
+                "account_id": a,
+                "amount": round(amount, 2),
+                "timestamp": now,
+                "correlation_id": f"c-{tid}",
+            },
+        )
+
+    def next(self) -> tuple[str, str, dict[str, Any]]:
+        now = _iso(time.time())
+        r = self.rng.random()
+        if r < 0.70:
+            return self._tick(self.rng.choice(self.symbols), now)
+        a = self.rng.choice(self.accounts)
+        if r < 0.95:
+            side = self.rng.choice(("BUY", "SELL", "SHORT", "COVER"))
+            return self._fill(a, self.rng.choice(self.symbols), side, now)
+        return self._cash(a, now, self.rng.uniform(-5_000, 10_000) or 1.0)
+
+
+@dataclass
+class Decisions:
+    """(decided wall time, latency seconds) of every result record the handler processed."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    newest_origin: float = 0.0
+    records: int = 0
+
+    def add(self, event: dict[str, Any], decided: float) -> None:
+        out = []
+        newest = 0.0
+        for recs in (event.get("records") or {}).values():
+            for r in recs:
+                for h in r.get("headers") or []:
+                    raw = h.get(names.HEADER_ORIGIN_TS)
+                    if raw is None:
+                        continue
+                    text = bytes(raw).decode().replace("Z", "+00:00")
+                    origin = datetime.fromisoformat(text).timestamp()
+                    newest = max(newest, origin)
+                    out.append((decided, decided - origin))
+        with self.lock:
+            self.samples.extend(out)
+            self.records += len(out)
+            self.newest_origin = max(self.newest_origin, newest)
+
+
+def _producer_loop(
+    producer: Any, feed: InputFeed, rate: float, duration: float, sent: list[float]
+) -> None:
+    """Produce ``rate`` events/s for ``duration`` s in 10 ms ticks; appends each tick's time."""
+    tick = 0.01
+    per_tick = rate * tick
+    t0 = time.monotonic()
+    owed = 0.0
+    i = 0
+    while True:
+        target = t0 + i * tick
+        if target - t0 >= duration:
+            break
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        owed += per_tick
+        while owed >= 1.0:
+            topic, key, value = feed.next()
+            producer.produce(topic, key=key.encode(), value=json.dumps(value).encode())
+            owed -= 1.0
+            sent.append(time.time())
+        producer.poll(0)
+        i += 1
+    producer.flush(30)
+
+
+def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
+    from confluent_kafka import Producer
+
+    from emr_jobs.local_runner import LocalMarginJob
+    from lambdas.enforcement import runtime
+    from lambdas.enforcement.local_invoke import invoke
+    from margin_risk.config import EnforcementConfig
+    from margin_risk.local.esm import LocalEventSourceMapping
+    from margin_risk.local.kafka_broker import start_broker
+    from margin_risk.local.moto_server import client_env, patched_env, provision, start_moto
+
+    work = tempfile.mkdtemp(prefix="bench-e2e-")
+    decisions = Decisions()
+    stop_esm = threading.Event()
+    stop_spark = threading.Event()
+    threads: list[threading.Thread] = []
+    spark_stats: list[Any] = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, True)
+        moto = start_moto()
+        stack.callback(moto.stop)
+        stack.enter_context(patched_env(client_env(moto.endpoint)))
+        broker = start_broker(partitions=s.partitions, log_dir=None)
+        stack.callback(broker.stop)
+        n = uuid.uuid4().hex[:8]
+        cfg = EnforcementConfig(
+            state_table_name=f"e2e-state-{n}",
+            idempotency_table_name=f"e2e-idem-{n}",
+            audit_bucket=f"e2e-audit-{n}",
+            kafka_bootstrap=broker.bootstrap,
+            kafka_auth="none",
+        )
+        cfg = provision(moto.endpoint, cfg).config
+        stack.enter_context(
+            patched_env({**cfg.to_environment(), "POWERTOOLS_TRACE_DISABLED": "true"})
+        )
+        runtime.reset_runtime()
+        stack.callback(runtime.reset_runtime)
+        stack.enter_context(quiet_stdout())
+
+        t_spark = time.monotonic()
+        job = LocalMarginJob(broker.bootstrap, os.path.join(work, "state"))
+        stack.callback(job.close)
+        spark_start_s = time.monotonic() - t_spark
+        log(f"e2e: spark local runner up in {spark_start_s:.1f}s")
+
+        def handler(event: dict[str, Any], context: Any) -> Any:
+            resp = invoke(event, context)
+            decisions.add(event, time.time())
+            return resp
+
+        esm = LocalEventSourceMapping(
+            broker.bootstrap,
+            handler,
+            batch_size=s.esm_batch_size,
+            window_seconds=s.esm_window_s,
+        )
+        stack.callback(esm.close)
+
+        def esm_loop() -> None:
+            while not stop_esm.is_set():
+                esm.poll_once()
+
+        def spark_loop() -> None:
+            spark_stats.extend(job.run_until(stop_spark))
+
+        threads = [
+            threading.Thread(target=spark_loop, name="bench-spark", daemon=True),
+            threading.Thread(target=esm_loop, name="bench-esm", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+
+        @contextlib.contextmanager
+        def stopping() -> Iterator[None]:
+            try:
+                yield
+            finally:
+                stop_spark.set()
+                stop_esm.set()
+                for t in threads:
+                    t.join(timeout=120)
+
+        stack.enter_context(stopping())
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+        feed = InputFeed(s.accounts, s.symbols, s.seed)
+
+        # Warm-up: the opening book, until its results have been decided (Spark's first batches
+        # include JIT and code generation; they are not part of the steady state).
+        opening = feed.opening()
+        t_open = time.time()
+        for topic, key, value in opening:
+            producer.produce(topic, key=key.encode(), value=json.dumps(value).encode())
+        producer.flush(30)
+        deadline = time.monotonic() + s.warmup_timeout_s
+        while decisions.newest_origin < t_open - 0.01 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        warm = decisions.newest_origin >= t_open - 0.01
+        log(f"e2e: opening book of {len(opening)} events decided: {warm}")
+        time.sleep(2.0)
+        with decisions.lock:
+            decisions.samples.clear()
+        batches_before = len(spark_stats)
+
+        log(f"e2e: {s.rate:.0f} events/s for {s.duration_s:.0f}s")
+        sent: list[float] = []
+        t_start = time.time()
+        prod = threading.Thread(
+            target=_producer_loop, args=(producer, feed, s.rate, s.duration_s, sent), daemon=True
+        )
+        prod.start()
+        staleness: list[tuple[float, float]] = []
+        while prod.is_alive():
+            time.sleep(0.5)
+            now = time.time()
+            staleness.append((now - t_start, now - max(decisions.newest_origin, t_start)))
+        t_end = time.time()
+        last_sent = sent[-1] if sent else t_end
+        drain_deadline = time.monotonic() + s.drain_timeout_s
+        while decisions.newest_origin < last_sent - 0.01 and time.monotonic() < drain_deadline:
+            time.sleep(0.1)
+        drained = decisions.newest_origin >= last_sent - 0.01
+        drain_s = time.time() - t_end
+        with decisions.lock:
+            samples = [x for x in decisions.samples if x[0] - x[1] >= t_start]
+        steady_batches = spark_stats[batches_before:]
+
+    lat = [x[1] * 1000.0 for x in samples]
+    q = len(samples) // 4
+    early = [x[1] for x in sorted(samples)[q : 2 * q]]
+    late = [x[1] for x in sorted(samples)[3 * q :]]
+    growing = bool(early and late and median(late) > 2 * median(early) + 0.5)
+    p99 = percentile(lat, 99)
+    kept_up = drained and not growing and drain_s <= max(5.0, 2 * p99 / 1000.0)
+    spark_durations = [b.duration_s for b in steady_batches if not b.skipped]
+    return {
+        "rate_target": s.rate,
+        "rate_achieved": len(sent) / max(1e-9, (sent[-1] - sent[0]) if len(sent) > 1 else 1.0),
+        "duration_s": s.duration_s,
+        "events_sent": len(sent),
+        "accounts": s.accounts,
+        "symbols": s.symbols,
+        "esm_batch_size": s.esm_batch_size,
+        "esm_window_s": s.esm_window_s,
+        "spark_start_s": spark_start_s,
+        "warm": warm,
+        "results_decided": len(samples),
+        "latency_ms_p50": percentile(lat, 50),
+        "latency_ms_p95": percentile(lat, 95),
+        "latency_ms_p99": p99,
+        "latency_ms_max": max(lat) if lat else float("nan"),
+        "latency_growing": growing,
+        "staleness_s_samples": [[round(a, 1), round(b, 2)] for a, b in staleness],
+        "drained": drained,
+        "drain_s": drain_s,
+        "kept_up": bool(kept_up),
+        "spark_batches": len(steady_batches),
+        "spark_batch_s_p50": percentile(spark_durations, 50),
+        "spark_batch_s_max": max(spark_durations) if spark_durations else float("nan"),
+        "spark_input_per_batch_p50": percentile(
+            [float(b.input_records) for b in steady_batches], 50
+        ),
+        "esm_invocations": 0,
+    }

@@ -1,0 +1,226 @@
+"""Section 1: margin plus the stress grid, by the reference, by Spark and by NumPy.
+
+One "position" is one holding of one account evaluated at its price and at every scenario's
+shocked price (margin + S stressed margins), so positions/s = accounts x positions per account /
+wall seconds of the whole computation, per-account worst scenario included.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.books import SCENARIOS, Books, account_name, generate_books, symbol_name
+from bench.kernel_numpy import KernelResult, NumpyKernel
+from bench.timing import median, timed_runs
+from margin_risk.params import MarginParams
+from margin_risk.rules import Holding, MarginResult, cents, compute_margin
+from margin_risk.stress import ScenarioResult, stress_table, worst_scenario
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    accounts: int
+    positions_per_account: int
+    python_accounts: int  # the reference runs on the first N accounts (its rate is per position)
+    runs: int
+    warmup: int
+    spark_runs: int
+    numpy_threads: int = 1
+    chunk_positions: int = 8192
+    spark: bool = True
+    seed: int = 8
+
+
+POSITIONS_SCHEMA = "account_id string, symbol string, quantity double, price double, beta double"
+
+
+def params() -> MarginParams:
+    return MarginParams(scenarios=SCENARIOS)
+
+
+# --- (a) the reference --------------------------------------------------------------------------
+RefRow = tuple[MarginResult, list[ScenarioResult], ScenarioResult]
+
+
+def reference_run(
+    cash: Sequence[float], books: Sequence[list[Holding]], p: MarginParams
+) -> list[RefRow]:
+    out = []
+    for c, h in zip(cash, books, strict=True):
+        rows = stress_table(c, h, p)
+        out.append((compute_margin(c, h, p), rows, worst_scenario(rows)))
+    return out
+
+
+def mismatches(r: KernelResult, ref: Sequence[RefRow]) -> int:
+    """Accounts whose margin or stress figures differ from the reference's when shown in cents."""
+    bad = 0
+    for a, (m, rows, worst) in enumerate(ref):
+        got = [r.long_market_value[0, a], r.short_market_value[0, a], r.equity[0, a]]
+        got += [r.maintenance_req[0, a], r.excess[0, a], r.deficiency[0, a]]
+        exp = [m.long_market_value, m.short_market_value, m.equity]
+        exp += [m.maintenance_req, m.excess, m.deficiency]
+        for j, row in enumerate(rows, start=1):
+            got += [r.equity[j, a], r.maintenance_req[j, a], r.deficiency[j, a]]
+            exp += [row.result.equity, row.result.maintenance_req, row.result.deficiency]
+        got.append(r.worst_deficiency[a])
+        exp.append(worst.result.deficiency)
+        same = all(cents(float(x)) == cents(y) for x, y in zip(got, exp, strict=True))
+        if not same or r.scenarios[int(r.worst_index[a])] != worst.scenario:
+            bad += 1
+    return bad
+
+
+# --- (b) Spark ----------------------------------------------------------------------------------
+def write_csv(books: Books, directory: str) -> tuple[str, str]:
+    """positions.csv (account_id, symbol, quantity, price, beta) and cash.csv; repr-exact floats."""
+    pos_path = os.path.join(directory, "positions.csv")
+    cash_path = os.path.join(directory, "cash.csv")
+    acct = books.account_of
+    with open(pos_path, "w") as f:
+        f.writelines(
+            f"{account_name(int(a))},{symbol_name(int(s))},{q!r},{pr!r},{b!r}\n"
+            for a, s, q, pr, b in zip(
+                acct.tolist(),
+                books.symbol.tolist(),
+                books.quantity.tolist(),
+                books.price.tolist(),
+                books.beta.tolist(),
+                strict=True,
+            )
+        )
+    with open(cash_path, "w") as f:
+        f.writelines(f"{account_name(a)},{c!r}\n" for a, c in enumerate(books.cash.tolist()))
+    return pos_path, cash_path
+
+
+def spark_transformation(positions: Any, cash: Any, p: MarginParams) -> Any:
+    """What the job's micro-batch computes per affected account (emr_jobs.batch): one
+    holdings_by_account, then margin_struct and stress_columns in one projection."""
+    from pyspark.sql import functions as F
+
+    from emr_jobs import calc
+
+    acc = calc.holdings_by_account(positions, cash)
+    return acc.select(
+        "account_id",
+        calc.margin_struct(F.col("holdings"), F.col("cash"), p).alias("m"),
+        *calc.stress_columns(F.col("holdings"), F.col("cash"), p),
+    ).select(
+        "account_id",
+        *[F.col("m")[c].alias(c) for c in calc.MARGIN_COLUMNS],
+        calc.public_scenarios(F.col("scenarios_full")).alias("scenarios"),
+        "worst_scenario",
+        "worst_deficiency",
+    )
+
+
+def spark_section(books: Books, s: KernelSettings, check: KernelResult) -> dict[str, Any]:
+    from emr_jobs.session import build_local_session
+
+    p = params()
+    spark = build_local_session(shuffle_partitions=2, app_name="margin-bench")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp:
+            pos_path, cash_path = write_csv(books, tmp)
+            positions = spark.read.csv(
+                pos_path,
+                schema=POSITIONS_SCHEMA,
+            ).cache()
+            cash = spark.read.csv(cash_path, schema="account_id string, cash double").cache()
+            n_pos, n_cash = positions.count(), cash.count()
+            assert n_pos == books.positions and n_cash == books.accounts
+            out = spark_transformation(positions, cash, p)
+
+            def action() -> None:
+                out.write.format("noop").mode("overwrite").save()
+
+            times = timed_runs(action, s.spark_runs, warmup=1)
+            sample = [account_name(a) for a in range(min(300, books.accounts))]
+            rows = out.where(out.account_id.isin(sample)).collect()
+            bad = 0
+            for row in rows:
+                a = int(row["account_id"][1:])
+                got = [row["equity"], row["maintenance_req"], row["worst_deficiency"]]
+                exp = [check.equity[0, a], check.maintenance_req[0, a], check.worst_deficiency[a]]
+                for j, sc in enumerate(row["scenarios"], start=1):
+                    got += [sc["stressed_equity"], sc["stressed_maintenance_req"]]
+                    exp += [check.equity[j, a], check.maintenance_req[j, a]]
+                if any(cents(x) != cents(float(y)) for x, y in zip(got, exp, strict=True)):
+                    bad += 1
+            positions.unpersist()
+            cash.unpersist()
+    finally:
+        spark.stop()
+    t = median(times)
+    return {
+        "seconds": times,
+        "pos_per_s": books.positions / t,
+        "cores": 2,
+        "parity_accounts": len(rows),
+        "parity_mismatches": bad,
+    }
+
+
+# --- the section --------------------------------------------------------------------------------
+def run(s: KernelSettings, log: Any = print) -> dict[str, Any]:
+    p = params()
+    books = generate_books(s.accounts, s.positions_per_account, seed=s.seed)
+    n = books.positions
+
+    log(f"kernel: {s.accounts} accounts x {s.positions_per_account} positions, numpy")
+    kernel = NumpyKernel(p, SCENARIOS, s.chunk_positions, s.numpy_threads)
+    np_times = timed_runs(lambda: kernel.run(books), s.runs, s.warmup)
+    result = kernel.run(books)
+    np_rate = n / median(np_times)
+    two = NumpyKernel(p, SCENARIOS, s.chunk_positions, 2)
+    np2_times = timed_runs(lambda: two.run(books), s.runs, s.warmup)
+
+    log(f"kernel: reference on {s.python_accounts} accounts")
+    sub = books.head(s.python_accounts)
+    cash = [float(c) for c in sub.cash]
+    holdings = [sub.holdings(a) for a in range(sub.accounts)]
+    py_runs = max(1, min(3, s.runs))
+    py_times = timed_runs(lambda: reference_run(cash, holdings, p), py_runs, warmup=0)
+    ref = reference_run(cash, holdings, p)
+    py_rate = sub.positions / median(py_times)
+    bad = mismatches(kernel.run(sub), ref)
+
+    out: dict[str, Any] = {
+        "scenarios": list(SCENARIOS),
+        "accounts": s.accounts,
+        "positions": n,
+        "breached_accounts": int(np.count_nonzero(result.worst_deficiency > 0)),
+        "python_pos_per_s": py_rate,
+        "python_accounts": s.python_accounts,
+        "python_seconds": py_times,
+        "numpy_pos_per_s": np_rate,
+        "numpy_seconds": np_times,
+        "numpy_threads": s.numpy_threads,
+        "numpy_2threads_pos_per_s": n / median(np2_times),
+        "numpy_vs_reference_mismatched_accounts": bad,
+        "python_ratio_to_numpy": py_rate / np_rate,
+    }
+    if s.spark:
+        log("kernel: spark local[2]")
+        sp = spark_section(books, s, result)
+        out.update(
+            {
+                "spark_pos_per_s": sp["pos_per_s"],
+                "spark_seconds": sp["seconds"],
+                "spark_cores": sp["cores"],
+                "spark_vs_numpy_mismatched_accounts": sp["parity_mismatches"],
+                "spark_parity_accounts": sp["parity_accounts"],
+                "spark_ratio_to_numpy": sp["pos_per_s"] / np_rate,
+                # Per core: Spark's rate over its 2 cores against NumPy's over its threads.
+                "numpy_per_core_over_spark_per_core": (np_rate / s.numpy_threads)
+                / (sp["pos_per_s"] / sp["cores"]),
+            }
+        )
+    return out

@@ -1,0 +1,39 @@
+"""Timing helpers: warm-up, repeated runs, medians and percentiles (no third-party code)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def timed_runs(fn: Callable[[], Any], runs: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``runs`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else math.nan
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``xs``; NaN when empty."""
+    if not xs:
+        return math.nan
+    s = sorted(xs)
+    rank = max(1, math.ceil(q / 100.0 * len(s)))
+    return float(s[min(rank, len(s)) - 1])
+
+
+def summary(xs: Sequence[float]) -> dict[str, float]:
+    """min / median / max of a sample (seconds or whatever unit it is in)."""
+    return {"min": min(xs), "median": median(xs), "max": max(xs), "n": float(len(xs))}
