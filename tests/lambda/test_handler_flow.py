@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from lambdas.enforcement.local_invoke import build_msk_event
 from margin_risk import names
+from margin_risk.models import iso
 
 from .harness import Deployment, Feed, book, calc, stress
 
@@ -110,3 +113,29 @@ def test_calls_cures_liquidations_and_stress_land_everywhere(deployment: Deploym
     assert all(
         b["_aws"]["CloudWatchMetrics"][0]["Namespace"] == names.METRICS_NAMESPACE for b in blobs
     )
+
+
+def test_end_to_end_latency_is_measured_from_the_origin_timestamp(
+    deployment: Deployment, feed: Feed
+):
+    # Given two calls whose inputs were produced 1.5 s and 3 s ago (value field / Kafka header)
+    now = datetime.now(UTC)
+    in_value = calc(
+        "ACC-LAT1", 0, -40_000, book(50), "lat1", origin_ts=iso(now - timedelta(seconds=1.5))
+    )
+    rec_value = feed.record(in_value)
+    in_header = calc("ACC-LAT2", 0, -40_000, book(50), "lat2")
+    rec_header = feed.record(in_header)
+    rec_header.headers_ = [(names.HEADER_ORIGIN_TS, iso(now - timedelta(seconds=3)).encode())]
+    # When both are processed
+    assert deployment.send([rec_value, rec_header]) == {"batchItemFailures": []}
+    # Then EndToEndLatency holds one sample per decision: ~1,500 ms and ~3,000 ms
+    samples = sorted(
+        v
+        for b in deployment.metrics()
+        if names.METRIC_E2E_LATENCY in b
+        for v in b[names.METRIC_E2E_LATENCY]
+    )
+    assert len(samples) == 2
+    assert 1_500 <= samples[0] < 1_500 + 10_000 and 3_000 <= samples[1] < 3_000 + 10_000
+    assert samples[1] - samples[0] >= 1_400
