@@ -152,6 +152,8 @@ class Demo:
             f" call deadline shortened to {o.deadline_seconds}s (house default 172800s)"
         )
         with ExitStack() as stack:
+            saved_env = dict(os.environ)
+            stack.callback(_restore_env, saved_env)
             endpoint = os.environ.get("AWS_ENDPOINT_URL")
             if not endpoint:
                 moto = start_moto()
@@ -184,6 +186,7 @@ class Demo:
             from lambdas.enforcement.local_invoke import invoke
 
             runtime.reset_runtime()
+            stack.callback(runtime.reset_runtime)  # later users rebuild from their own env
             spark = SparkStage(broker.bootstrap, run_dir, o)
             stack.callback(spark.stop)
             self.say(f"spark: margin job in local[2] ({spark.startup_seconds:.1f}s to start)")
@@ -311,6 +314,13 @@ class Demo:
             s.health = "HEALTHY" if report.healthy else "UNHEALTHY"
         except ImportError as e:  # observability not installed in this checkout
             s.health = f"unavailable ({e})"
+
+
+def _restore_env(saved: dict[str, str]) -> None:
+    """The demo points boto3 and the handler at its own stand-ins; put the caller's env back."""
+    for k in set(os.environ) - set(saved):
+        del os.environ[k]
+    os.environ.update(saved)
 
 
 def _round(v: float | None) -> float | None:
