@@ -114,3 +114,16 @@ def test_staged_code_imports_the_handler_from_the_asset_root(tmp_path: Path) -> 
 def test_staging_a_missing_package_fails_loudly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         stage(PythonAssetSpec(("no_such_pkg",), None, "arm64", skip_deps=True), tmp_path)
+
+
+def test_emr_artifacts_are_an_entry_point_and_a_zip_with_the_job_package(tmp_path: Path) -> None:
+    import zipfile
+
+    from stacks.processing import stage_emr_artifacts
+
+    staged = stage_emr_artifacts(tmp_path)
+    assert staged.entrypoint.suffix == ".py" and staged.entrypoint.exists()
+    with zipfile.ZipFile(staged.pyfiles_zip) as zf:
+        members = set(zf.namelist())
+    assert "emr_jobs/__init__.py" in members
+    assert "margin_risk/params.py" in members
