@@ -248,7 +248,17 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
                 esm.poll_once()
 
         def spark_loop() -> None:
-            spark_stats.extend(job.run_until(stop_spark))
+            # run_until's loop, keeping each batch's stats as it completes
+            while not stop_spark.is_set():
+                st = job.run_once()
+                if st is None:
+                    stop_spark.wait(0.05)
+                    continue
+                spark_stats.append(st)
+                log(
+                    f"e2e: spark batch {st.batch_id}: {st.input_records} inputs,"
+                    f" {st.margin_results} margin results, {st.duration_s:.1f}s"
+                )
 
         threads = [
             threading.Thread(target=spark_loop, name="bench-spark", daemon=True),
@@ -310,6 +320,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         with decisions.lock:
             samples = [x for x in decisions.samples if x[0] - x[1] >= t_start]
         steady_batches = spark_stats[batches_before:]
+        esm_invocations = esm.stats.invocations
 
     lat = [x[1] * 1000.0 for x in samples]
     q = len(samples) // 4
@@ -346,5 +357,5 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         "spark_input_per_batch_p50": percentile(
             [float(b.input_records) for b in steady_batches], 50
         ),
-        "esm_invocations": 0,
+        "esm_invocations": esm_invocations,
     }

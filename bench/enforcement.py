@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from bench.fakes import MemoryPersistenceLayer, fake_ports
 from bench.timing import median, percentile
@@ -146,7 +146,7 @@ def run_fakes(s: EnforcementSettings) -> dict[str, dict[str, Any]]:
             rt.service = EnforcementService(
                 **fake_ports(calls), metrics=rt.metrics, tracing=rt.service.tracing
             )
-            rt.persistence = MemoryPersistenceLayer(calls)
+            rt.persistence = cast(Any, MemoryPersistenceLayer(calls))
             with quiet_stdout():
                 out[str(size)] = _batches_stats(
                     lambda ev: invoke(ev, FakeLambdaContext()), calls, Workload(s.accounts), size, s
@@ -241,6 +241,9 @@ def run(s: EnforcementSettings, log: Any = print) -> dict[str, Any]:
         out["batch_ms_p99"] = moto[head]["batch_ms_p99"]
         out["ddb_calls_per_batch"] = ddb_calls(calls)
         out["s3_puts_per_batch"] = calls.get("s3.PutObject", 0.0)
+        out["idempotency_calls_per_batch"] = sum(
+            v for k, v in calls.items() if k.endswith("(idempotency)")
+        )
         out["state_reads_per_batch"] = calls.get("dynamodb.BatchGetItem", 0.0)
         out["state_reads_allowed"] = math.ceil(s.accounts / 100)
         out["state_writes_per_account_touched"] = calls.get("dynamodb.PutItem(state)", 0.0) / max(

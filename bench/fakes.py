@@ -103,7 +103,7 @@ class MemoryPersistenceLayer(BasePersistenceLayer):
     """Powertools idempotency records in a dict (the DynamoDB layer's semantics, minus expiry)."""
 
     def __init__(self, calls: Counter[str]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.records: dict[str, DataRecord] = {}
         self.calls = calls
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from bench.books import SCENARIOS, Books, account_name, generate_books, symbol_name
 from bench.kernel_numpy import KernelResult, NumpyKernel
+from bench.spark_staged import staged_transformation
 from bench.timing import median, timed_runs
 from margin_risk.params import MarginParams
 from margin_risk.rules import Holding, MarginResult, cents, compute_margin
@@ -122,10 +123,13 @@ def spark_transformation(positions: Any, cash: Any, p: MarginParams) -> Any:
 
 
 def spark_section(books: Books, s: KernelSettings, check: KernelResult) -> dict[str, Any]:
+    from pyspark.sql import SparkSession
+
     from emr_jobs.session import build_local_session
 
     p = params()
-    spark = build_local_session(shuffle_partitions=2, app_name="margin-bench")
+    existing = SparkSession.getActiveSession()  # e.g. a test session: reuse it, never stop it
+    spark = existing or build_local_session(shuffle_partitions=2, app_name="margin-bench")
     try:
         with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp:
             pos_path, cash_path = write_csv(books, tmp)
@@ -137,35 +141,53 @@ def spark_section(books: Books, s: KernelSettings, check: KernelResult) -> dict[
             n_pos, n_cash = positions.count(), cash.count()
             assert n_pos == books.positions and n_cash == books.accounts
             out = spark_transformation(positions, cash, p)
-
-            def action() -> None:
-                out.write.format("noop").mode("overwrite").save()
-
-            times = timed_runs(action, s.spark_runs, warmup=1)
-            sample = [account_name(a) for a in range(min(300, books.accounts))]
-            rows = out.where(out.account_id.isin(sample)).collect()
-            bad = 0
-            for row in rows:
-                a = int(row["account_id"][1:])
-                got = [row["equity"], row["maintenance_req"], row["worst_deficiency"]]
-                exp = [check.equity[0, a], check.maintenance_req[0, a], check.worst_deficiency[a]]
-                for j, sc in enumerate(row["scenarios"], start=1):
-                    got += [sc["stressed_equity"], sc["stressed_maintenance_req"]]
-                    exp += [check.equity[j, a], check.maintenance_req[j, a]]
-                if any(cents(x) != cents(float(y)) for x, y in zip(got, exp, strict=True)):
-                    bad += 1
+            times = _time_noop(out, s.spark_runs)
+            rows, bad = _parity(out, books, check)
+            staged = staged_transformation(positions, cash, p)
+            staged_times = _time_noop(staged, s.spark_runs)
+            staged_rows, staged_bad = _parity(staged, books, check)
             positions.unpersist()
             cash.unpersist()
     finally:
-        spark.stop()
-    t = median(times)
+        if existing is None:
+            spark.stop()
     return {
         "seconds": times,
-        "pos_per_s": books.positions / t,
+        "pos_per_s": books.positions / median(times),
         "cores": 2,
-        "parity_accounts": len(rows),
+        "parity_accounts": rows,
         "parity_mismatches": bad,
+        "staged_seconds": staged_times,
+        "staged_pos_per_s": books.positions / median(staged_times),
+        "staged_parity_mismatches": staged_bad,
+        "staged_parity_accounts": staged_rows,
     }
+
+
+def _time_noop(df: Any, runs: int) -> list[float]:
+    """Seconds of a full evaluation into Spark's no-op sink (plan, execute, discard)."""
+
+    def action() -> None:
+        df.write.format("noop").mode("overwrite").save()
+
+    return timed_runs(action, runs, warmup=1)
+
+
+def _parity(out: Any, books: Books, check: KernelResult) -> tuple[int, int]:
+    """(accounts compared, accounts differing in cents from NumPy) on the first 300 accounts."""
+    sample = [account_name(a) for a in range(min(300, books.accounts))]
+    rows = out.where(out.account_id.isin(sample)).collect()
+    bad = 0
+    for row in rows:
+        a = int(row["account_id"][1:])
+        got = [row["equity"], row["maintenance_req"], row["worst_deficiency"]]
+        exp = [check.equity[0, a], check.maintenance_req[0, a], check.worst_deficiency[a]]
+        for j, sc in enumerate(row["scenarios"], start=1):
+            got += [sc["stressed_equity"], sc["stressed_maintenance_req"]]
+            exp += [check.equity[j, a], check.maintenance_req[j, a]]
+        if any(cents(x) != cents(float(y)) for x, y in zip(got, exp, strict=True)):
+            bad += 1
+    return len(rows), bad
 
 
 # --- the section --------------------------------------------------------------------------------
@@ -218,6 +240,11 @@ def run(s: KernelSettings, log: Any = print) -> dict[str, Any]:
                 "spark_vs_numpy_mismatched_accounts": sp["parity_mismatches"],
                 "spark_parity_accounts": sp["parity_accounts"],
                 "spark_ratio_to_numpy": sp["pos_per_s"] / np_rate,
+                "spark_staged_pos_per_s": sp["staged_pos_per_s"],
+                "spark_staged_seconds": sp["staged_seconds"],
+                "spark_staged_vs_numpy_mismatched_accounts": sp["staged_parity_mismatches"],
+                "numpy_per_core_over_spark_staged_per_core": (np_rate / s.numpy_threads)
+                / (sp["staged_pos_per_s"] / sp["cores"]),
                 # Per core: Spark's rate over its 2 cores against NumPy's over its threads.
                 "numpy_per_core_over_spark_per_core": (np_rate / s.numpy_threads)
                 / (sp["pos_per_s"] / sp["cores"]),

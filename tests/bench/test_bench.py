@@ -1,0 +1,148 @@
+"""Smoke tests of the benchmark harness: the smallest configuration of each section runs and its
+figures are consistent; the NumPy kernel equals the reference. No timing assertions: speed
+targets are checked by ``python -m bench``, never here."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bench import report
+from bench.books import SCENARIOS, generate_books
+from bench.enforcement import EnforcementSettings
+from bench.enforcement import run as run_enforcement
+from bench.kernel import KernelSettings, mismatches, params, reference_run
+from bench.kernel import run as run_kernel
+from bench.kernel_numpy import NumpyKernel
+from margin_risk.params import MarginParams
+from margin_risk.rules import compute_margin
+from margin_risk.stress import stress_table
+
+
+def _reference(books, p):
+    cash = [float(c) for c in books.cash]
+    return reference_run(cash, [books.holdings(a) for a in range(books.accounts)], p)
+
+
+@pytest.mark.parametrize("per_account", [10, None])
+@pytest.mark.parametrize("chunk", [64, 8192])
+def test_numpy_kernel_equals_the_reference_to_the_cent(per_account, chunk):
+    # Given 300 generated books (fixed or 1-12 positions, prices around $5, betas up to 15)
+    books = generate_books(300, per_account, seed=21)
+    p = params()
+    # When the NumPy kernel and the plain-Python reference compute margin and the stress grid
+    got = NumpyKernel(p, SCENARIOS, chunk_positions=chunk).run(books)
+    ref = _reference(books, p)
+    # Then every figure agrees in cents, and the totals are even bit-identical
+    assert mismatches(got, ref) == 0
+    for a, (m, rows, _) in enumerate(ref):
+        assert got.maintenance_req[0, a] == m.maintenance_req
+        assert [got.equity[j, a] for j in range(1, 5)] == [r.result.equity for r in rows]
+    # and the books exercise every branch: shorts under $5, prices floored at 0, breaches
+    assert (books.quantity < 0).any() and ((books.price < 5) & (books.quantity < 0)).any()
+    assert np.any(got.worst_deficiency > 0) and np.any(got.worst_deficiency == 0)
+
+
+def test_numpy_kernel_concentration_addon_and_threads():
+    books = generate_books(200, None, seed=5)
+    p = MarginParams(concentration_addon=0.10, scenarios=SCENARIOS)
+    got = NumpyKernel(p, SCENARIOS, chunk_positions=128, threads=2).run(books)
+    for a in range(books.accounts):
+        h = books.holdings(a)
+        assert (
+            got.maintenance_req[0, a] == compute_margin(float(books.cash[a]), h, p).maintenance_req
+        )
+        rows = stress_table(float(books.cash[a]), h, p)
+        assert [got.maintenance_req[j, a] for j in range(1, 5)] == [
+            r.result.maintenance_req for r in rows
+        ]
+
+
+def test_kernel_section_without_spark_reports_rates_and_zero_mismatches():
+    s = KernelSettings(
+        accounts=300, positions_per_account=10, python_accounts=100, runs=1, warmup=0,
+        spark_runs=1, spark=False,
+    )  # fmt: skip
+    out = run_kernel(s, log=lambda _: None)
+    assert out["positions"] == 3000
+    assert out["numpy_vs_reference_mismatched_accounts"] == 0
+    assert out["python_pos_per_s"] > 0 and out["numpy_pos_per_s"] > 0
+    assert out["scenarios"] == list(SCENARIOS)
+
+
+@pytest.mark.spark
+def test_kernel_section_spark_variants_agree_with_numpy():
+    s = KernelSettings(
+        accounts=200, positions_per_account=10, python_accounts=50, runs=1, warmup=0,
+        spark_runs=1, spark=True,
+    )  # fmt: skip
+    out = run_kernel(s, log=lambda _: None)
+    assert out["spark_parity_accounts"] == 200
+    assert out["spark_vs_numpy_mismatched_accounts"] == 0
+    assert out["spark_staged_vs_numpy_mismatched_accounts"] == 0
+    assert out["spark_pos_per_s"] > 0 and out["spark_staged_pos_per_s"] > 0
+
+
+SMALL = EnforcementSettings(sizes=(100,), runs=1, batches_per_run={100: 2}, warmup_batches=1)
+
+
+def test_enforcement_with_fakes_has_the_batch_call_pattern():
+    out = run_enforcement(replace(SMALL, moto=False), log=lambda _: None)
+    d = out["fakes"]["100"]
+    calls = d["calls_per_batch"]
+    assert d["item_failures"] == 0
+    assert calls["state.load_many"] == 1
+    assert calls["state.commit"] <= d["accounts_touched_per_batch"]
+    assert calls["idempotency.put"] == 1 and calls["idempotency.update"] == 1
+    assert calls["audit.put_objects"] == 1
+    assert out["fake_records_per_s"] > 0
+
+
+@pytest.mark.integration
+def test_enforcement_against_moto_counts_aws_calls():
+    out = run_enforcement(SMALL, log=lambda _: None)
+    assert out["moto"]["100"]["item_failures"] == 0
+    assert out["state_reads_per_batch"] == 1 <= out["state_reads_allowed"]
+    assert out["state_writes_per_account_touched"] == pytest.approx(1.0)
+    assert out["idempotency_calls_per_batch"] == 2
+    assert out["s3_puts_per_batch"] == 1
+    assert out["ddb_calls_per_batch"] > out["state_reads_per_batch"]
+
+
+@pytest.mark.integration
+@pytest.mark.spark
+def test_e2e_smallest_configuration_runs_and_reports():
+    from bench.e2e import E2ESettings
+    from bench.e2e import run as run_e2e
+
+    s = E2ESettings(rate=50.0, duration_s=3.0, accounts=5, symbols=5, drain_timeout_s=120.0)
+    out = run_e2e(s, log=lambda _: None)
+    assert out["warm"] is True
+    assert out["events_sent"] == pytest.approx(150, abs=2)
+    assert out["drained"] is True and out["results_decided"] > 0
+    assert out["latency_ms_p50"] <= out["latency_ms_p99"]
+    assert isinstance(out["kept_up"], bool)
+
+
+def test_report_has_the_issue_keys_and_renders_a_table():
+    r = {
+        "machine": report.machine(),
+        "settings": {"mode": "quick"},
+        "kernel": {"python_pos_per_s": 1e5, "spark_pos_per_s": 1e4, "numpy_pos_per_s": 2e7},
+        "enforcement": {"fake_records_per_s": 6000.0, "records_per_s": 600.0,
+                        "ddb_calls_per_batch": 12.0, "s3_puts_per_batch": 1.0},
+        "e2e": {"latency_ms_p50": 900.0, "latency_ms_p99": 2000.0, "kept_up": True},
+    }  # fmt: skip
+    r["targets"] = report.targets(r)
+    r["headline"] = {k: report.lookup(r, k) for k in report.HEADLINE}
+    assert set(r["headline"]) == set(report.HEADLINE) and None not in r["headline"].values()
+    assert r["targets"]["numpy >= 20M positions/s"]["met"] is True
+    assert r["targets"]["e2e p99 < 5 s"]["met"] is True
+    text = report.table(r)
+    assert "kernel.numpy_pos_per_s" in text and "e2e.kept_up" in text
+    json.dumps(r)
+    assert math.isclose(report.lookup(r, "kernel.spark_pos_per_s"), 1e4)
