@@ -18,7 +18,7 @@ import numpy as np
 from bench.books import SCENARIOS, Books, account_name, generate_books, symbol_name
 from bench.kernel_numpy import KernelResult, NumpyKernel
 from bench.spark_staged import staged_transformation
-from bench.timing import median, timed_runs
+from bench.timing import cpu_runs, median, timed_runs
 from margin_risk.params import MarginParams
 from margin_risk.rules import Holding, MarginResult, cents, compute_margin
 from margin_risk.stress import ScenarioResult, stress_table, worst_scenario
@@ -33,7 +33,7 @@ class KernelSettings:
     warmup: int
     spark_runs: int
     numpy_threads: int = 1
-    chunk_positions: int = 8192
+    chunk_positions: int = 16384
     spark: bool = True
     seed: int = 8
 
@@ -201,6 +201,7 @@ def run(s: KernelSettings, log: Any = print) -> dict[str, Any]:
     np_times = timed_runs(lambda: kernel.run(books), s.runs, s.warmup)
     result = kernel.run(books)
     np_rate = n / median(np_times)
+    np_cpu = cpu_runs(lambda: kernel.run(books), s.runs)
     two = NumpyKernel(p, SCENARIOS, s.chunk_positions, 2)
     np2_times = timed_runs(lambda: two.run(books), s.runs, s.warmup)
 
@@ -212,6 +213,7 @@ def run(s: KernelSettings, log: Any = print) -> dict[str, Any]:
     py_times = timed_runs(lambda: reference_run(cash, holdings, p), py_runs, warmup=0)
     ref = reference_run(cash, holdings, p)
     py_rate = sub.positions / median(py_times)
+    py_cpu = cpu_runs(lambda: reference_run(cash, holdings, p), 1)
     bad = mismatches(kernel.run(sub), ref)
 
     out: dict[str, Any] = {
@@ -222,9 +224,12 @@ def run(s: KernelSettings, log: Any = print) -> dict[str, Any]:
         "python_pos_per_s": py_rate,
         "python_accounts": s.python_accounts,
         "python_seconds": py_times,
+        "python_cpu_pos_per_s": sub.positions / median(py_cpu),
         "numpy_pos_per_s": np_rate,
         "numpy_seconds": np_times,
         "numpy_threads": s.numpy_threads,
+        # CPU seconds of the calling thread: what one unloaded core would take (load-independent)
+        "numpy_cpu_pos_per_s": n / median(np_cpu),
         "numpy_2threads_pos_per_s": n / median(np2_times),
         "numpy_vs_reference_mismatched_accounts": bad,
         "python_ratio_to_numpy": py_rate / np_rate,

@@ -25,9 +25,11 @@ bit for bit (negation is exact), which saves the max/negate passes of the obviou
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +37,7 @@ import numpy.typing as npt
 from bench.books import F64, I64, Books
 from margin_risk.params import MarginParams
 
-DEFAULT_CHUNK_POSITIONS = 8192
+DEFAULT_CHUNK_POSITIONS = 16384
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class NumpyKernel:
         self.moves = np.asarray(self.scenarios, dtype=np.float64).reshape(-1, 1, 1)
         self.chunk_positions = chunk_positions
         self.threads = threads
+        self._local = threading.local()
 
     def run(self, books: Books) -> KernelResult:
         g = 1 + len(self.scenarios)
@@ -137,13 +140,36 @@ class NumpyKernel:
             out.append(z.reshape(k, n))
         return out[0], out[1], out[2]
 
+    def _buffers(self, g: int, k: int, n: int) -> dict[str, Any]:
+        """Per-thread scratch arrays, reused across chunks: a fresh multi-megabyte array per call
+        would be mmap'ed and page-faulted every time, which costs more than the arithmetic."""
+        cache: dict[tuple[int, int, int], dict[str, Any]] = getattr(self._local, "cache", {})
+        self._local.cache = cache
+        b = cache.get((g, k, n))
+        if b is None:
+            b = {
+                "prices": np.empty((g, k, n)),
+                "terms": np.empty((3, g, k, n)),
+                "low": np.empty((g, k, n)),
+                "tmp": np.empty((g, k, n)),
+                "mask": np.empty((g, k, n), dtype=bool),
+                "q_long": np.empty((k, n)),
+                "q_short": np.empty((k, n)),
+                "floor_low": np.empty((k, n)),
+                "floor_high": np.empty((k, n)),
+                "acc": np.empty((3, g, n)),
+            }
+            cache[(g, k, n)] = b
+        return b
+
     def _chunk(self, books: Books, a0: int, a1: int, sums: F64) -> None:
         p = self.p
         q, price, beta = self._transposed(books, a0, a1)
         k, n = q.shape
         g = 1 + self.moves.shape[0]
+        b = self._buffers(g, k, n)
 
-        prices = np.empty((g, k, n))  # (price row, rank, account)
+        prices = b["prices"]  # (price row, rank, account)
         prices[0] = price
         shocked = prices[1:]
         np.multiply(self.moves, beta, out=shocked)
@@ -151,20 +177,29 @@ class NumpyKernel:
         shocked *= price
         np.maximum(shocked, 0.0, out=shocked)
 
-        q_long = np.maximum(q, 0.0)
-        q_short = np.maximum(-q, 0.0)
-        terms = np.empty((3, g, k, n))  # lmv_i | smv_i | req_i
+        q_long = np.maximum(q, 0.0, out=b["q_long"])
+        q_short = np.negative(q, out=b["q_short"])
+        np.maximum(q_short, 0.0, out=q_short)
+        floor_low = np.multiply(q_short, p.low_price_short_per_share, out=b["floor_low"])
+        floor_high = np.multiply(q_short, p.short_per_share, out=b["floor_high"])
+        terms = b["terms"]  # lmv_i | smv_i | req_i
         lmv, smv, req = terms
         np.multiply(prices, q_long, out=lmv)
         np.multiply(prices, q_short, out=smv)
-        low = np.multiply(smv, p.low_price_short_rate) if p.low_price_short_rate != 1.0 else smv
-        low = np.maximum(low, p.low_price_short_per_share * q_short)
+        low = b["low"]
+        if p.low_price_short_rate != 1.0:
+            np.multiply(smv, p.low_price_short_rate, out=low)
+            np.maximum(low, floor_low, out=low)
+        else:
+            np.maximum(smv, floor_low, out=low)
         np.multiply(smv, p.short_rate, out=req)
-        np.maximum(req, p.short_per_share * q_short, out=req)
-        np.copyto(req, low, where=prices < p.low_price_threshold)
-        req += np.multiply(lmv, p.long_rate, out=prices)
+        np.maximum(req, floor_high, out=req)
+        mask = np.less(prices, p.low_price_threshold, out=b["mask"])
+        np.copyto(req, low, where=mask)
+        req += np.multiply(lmv, p.long_rate, out=b["tmp"])
 
-        acc = terms[:, :, 0, :].copy()  # add rank by rank: the reference's summation order
+        acc = b["acc"]  # add rank by rank: the reference's summation order
+        np.copyto(acc, terms[:, :, 0, :])
         for r in range(1, k):
             acc += terms[:, :, r, :]
         if p.concentration_addon > 0:

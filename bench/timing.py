@@ -21,6 +21,17 @@ def timed_runs(fn: Callable[[], Any], runs: int, warmup: int = 1) -> list[float]
     return out
 
 
+def cpu_runs(fn: Callable[[], Any], runs: int) -> list[float]:
+    """CPU seconds of the calling thread per call (after the caller's warm-up): the time one
+    core would take if nothing else ran on it, which wall time under load is not."""
+    out = []
+    for _ in range(runs):
+        t0 = time.thread_time()
+        fn()
+        out.append(time.thread_time() - t0)
+    return out
+
+
 def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if xs else math.nan
 
