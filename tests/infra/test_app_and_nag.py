@@ -127,6 +127,8 @@ def test_cdk_cli_synth_runs_offline_without_docker(tmp_path: Path) -> None:
     )
     # Then it succeeds and the Lambda asset holds the handler package and the shared code
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # No construct warnings (cdk-nag warnings, deprecations, CDK advisories) in the output.
+    assert "WARNING" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
     assert len(list(out.glob("MarginRisk-dev-*.template.json"))) == 6
     handlers = list(out.glob("asset.*/lambdas/enforcement/app.py"))
     assert handlers, "the bundled Lambda asset contains lambdas/enforcement/app.py"
