@@ -152,6 +152,14 @@ class EnvironmentConfig(_Strict):
             raise ValueError(f"house_settings keys must start with MR_: {bad}")
         if self.enforcement.min_pollers > self.enforcement.max_pollers:
             raise ValueError("enforcement.min_pollers must not exceed max_pollers")
+        # Lambda runs at most one invocation per Kafka partition at a time: reserve at least
+        # that many, so the function is never throttled by its own reservation.
+        partitions = sum(self.msk.topic(t).partitions for t in names.RESULT_TOPICS)
+        if self.enforcement.reserved_concurrency < partitions:
+            raise ValueError(
+                f"enforcement.reserved_concurrency ({self.enforcement.reserved_concurrency}) is "
+                f"below the {partitions} partitions of {names.RESULT_TOPICS}"
+            )
         return self
 
 
