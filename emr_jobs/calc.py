@@ -46,8 +46,11 @@ def position_requirement(qty: Column, price: Column, p: MarginParams) -> Column:
     )
 
 
-def _fold_margin(holdings: Column, cash: Column, p: MarginParams) -> Column:
-    """Struct(lmv, smv, equity, req) from an array of struct(symbol, quantity, price, beta)."""
+_HOLDING = "struct<symbol:string,quantity:double,price:double,beta:double>"
+
+
+def _fold(holdings: Column, p: MarginParams) -> Column:
+    """struct(lmv, smv, req) folded over holdings in array (symbol) order, before add-ons."""
     zero = F.struct(_lit(0.0).alias("lmv"), _lit(0.0).alias("smv"), _lit(0.0).alias("req"))
 
     def step(acc: Column, h: Column) -> Column:
@@ -58,25 +61,23 @@ def _fold_margin(holdings: Column, cash: Column, p: MarginParams) -> Column:
             (acc["req"] + position_requirement(h["quantity"], h["price"], p)).alias("req"),
         )
 
-    base = F.aggregate(holdings, zero, step)
-    lmv, smv = base["lmv"], base["smv"]
-    req = base["req"]
-    if p.concentration_addon > 0:
-        gross = lmv + smv
+    return F.aggregate(holdings, zero, step)
 
-        def addon(acc: Column, h: Column) -> Column:
-            v = F.abs(h["quantity"] * h["price"])
-            return F.when(
-                v > _lit(p.concentration_threshold) * gross, acc + _lit(p.concentration_addon) * v
-            ).otherwise(acc)
 
-        req = F.aggregate(holdings, req, addon)
-    equity = cash + lmv - smv
+def _addon(holdings: Column, folded: Column, p: MarginParams) -> Column:
+    """The concentration add-on pass: req + addon * |mv| of positions above threshold x gross."""
+    gross = folded["lmv"] + folded["smv"]
+
+    def step(acc: Column, h: Column) -> Column:
+        v = F.abs(h["quantity"] * h["price"])
+        return F.when(
+            v > _lit(p.concentration_threshold) * gross, acc + _lit(p.concentration_addon) * v
+        ).otherwise(acc)
+
     return F.struct(
-        lmv.alias("long_market_value"),
-        smv.alias("short_market_value"),
-        equity.alias("equity"),
-        req.alias("maintenance_req"),
+        folded["lmv"].alias("lmv"),
+        folded["smv"].alias("smv"),
+        F.aggregate(holdings, folded["req"], step).alias("req"),
     )
 
 
@@ -90,6 +91,78 @@ def _shock(holdings: Column, move: float) -> Column:
             F.greatest(_lit(0.0), h["price"] * (_lit(1.0) + h["beta"] * _lit(move))).alias("price"),
             h["beta"].alias("beta"),
         ),
+    )
+
+
+def _money(folded: Column, cash: Column) -> Column:
+    """The six money fields of spec section 1 from a folded struct(lmv, smv, req)."""
+    equity = cash + folded["lmv"] - folded["smv"]
+    req = folded["req"]
+    return F.struct(
+        folded["lmv"].alias("long_market_value"),
+        folded["smv"].alias("short_market_value"),
+        equity.alias("equity"),
+        req.alias("maintenance_req"),
+        (equity - req).alias("excess"),
+        F.greatest(_lit(0.0), req - equity).alias("deficiency"),
+    )
+
+
+def with_margin_and_stress(books: DataFrame, p: MarginParams, stress: bool = True) -> DataFrame:
+    """Add ``m`` (struct of the six money fields) and, with ``stress``, ``scenarios_full``,
+    ``worst_scenario`` and ``worst_deficiency`` to a frame with ``holdings`` and ``cash``.
+
+    Built as a chain of projections, each higher-order function materialised once as a column
+    and then referenced by name: nesting the expressions instead would copy every fold into each
+    field that uses it and blow up the plan (and the generated code) multiplicatively.
+    """
+    moves: List[float] = [float(s) for s in p.scenarios] if stress else []
+    keep = [F.col(c) for c in books.columns]
+    df = books.select(
+        *keep, *[_shock(F.col("holdings"), s).alias(f"_h{i}") for i, s in enumerate(moves)]
+    )
+    hcols = ["holdings"] + [f"_h{i}" for i in range(len(moves))]
+    df = df.select(
+        *keep,
+        *[F.col(h) for h in hcols[1:]],
+        *[_fold(F.col(h), p).alias(f"_f{i}") for i, h in enumerate(hcols)],
+    )
+    if p.concentration_addon > 0:
+        df = df.select(
+            *keep,
+            *[_addon(F.col(h), F.col(f"_f{i}"), p).alias(f"_f{i}") for i, h in enumerate(hcols)],
+        )
+    df = df.select(
+        *keep, *[_money(F.col(f"_f{i}"), F.col("cash")).alias(f"_m{i}") for i in range(len(hcols))]
+    )
+    if not stress:
+        return df.select(*keep, F.col("_m0").alias("m"))
+    rows = [
+        F.struct(
+            _lit(s).alias("scenario"),
+            F.col(f"_m{i + 1}")["equity"].alias("stressed_equity"),
+            F.col(f"_m{i + 1}")["maintenance_req"].alias("stressed_maintenance_req"),
+            F.col(f"_m{i + 1}")["deficiency"].alias("stressed_deficiency"),
+            F.col(f"_m{i + 1}")["excess"].alias("stressed_excess"),
+        )
+        for i, s in enumerate(moves)
+    ]
+    df = df.select(*keep, F.col("_m0").alias("m"), F.array(*rows).alias("scenarios_full"))
+
+    def pick(best: Column, r: Column) -> Column:
+        d, bd = r["stressed_deficiency"], best["stressed_deficiency"]
+        better = (d > bd) | ((d == bd) & (r["stressed_excess"] < best["stressed_excess"]))
+        return F.when(better, r).otherwise(best)
+
+    grid = F.col("scenarios_full")
+    worst = F.aggregate(F.slice(grid, 2, len(moves)), grid[0], pick)
+    df = df.select(*keep, "m", "scenarios_full", worst.alias("_w"))
+    return df.select(
+        *keep,
+        "m",
+        "scenarios_full",
+        F.col("_w")["scenario"].alias("worst_scenario"),
+        F.col("_w")["stressed_deficiency"].alias("worst_deficiency"),
     )
 
 
@@ -117,69 +190,20 @@ def holdings_by_account(positions_df: DataFrame, cash_df: DataFrame) -> DataFram
     )
 
 
-def margin_struct(holdings: Column, cash: Column, p: MarginParams) -> Column:
-    """All six money fields of spec section 1 as one struct column."""
-    m = _fold_margin(holdings, cash, p)
-    excess = m["equity"] - m["maintenance_req"]
-    return F.struct(
-        m["long_market_value"].alias("long_market_value"),
-        m["short_market_value"].alias("short_market_value"),
-        m["equity"].alias("equity"),
-        m["maintenance_req"].alias("maintenance_req"),
-        excess.alias("excess"),
-        F.greatest(_lit(0.0), m["maintenance_req"] - m["equity"]).alias("deficiency"),
-    )
-
-
-def stress_columns(holdings: Column, cash: Column, p: MarginParams) -> List[Column]:
-    """scenarios (array in grid order), worst_scenario, worst_deficiency (spec section 2)."""
-    rows = []
-    for s in p.scenarios:
-        m = _fold_margin(_shock(holdings, s), cash, p)
-        rows.append(
-            F.struct(
-                _lit(s).alias("scenario"),
-                m["equity"].alias("stressed_equity"),
-                m["maintenance_req"].alias("stressed_maintenance_req"),
-                F.greatest(_lit(0.0), m["maintenance_req"] - m["equity"]).alias(
-                    "stressed_deficiency"
-                ),
-                (m["equity"] - m["maintenance_req"]).alias("stressed_excess"),
-            )
-        )
-    grid = F.array(*rows)
-
-    def pick(best: Column, r: Column) -> Column:
-        d, bd = r["stressed_deficiency"], best["stressed_deficiency"]
-        better = (d > bd) | ((d == bd) & (r["stressed_excess"] < best["stressed_excess"]))
-        return F.when(better, r).otherwise(best)
-
-    worst = F.aggregate(F.slice(grid, 2, max(len(p.scenarios) - 1, 1)), grid[0], pick)
-    if len(p.scenarios) == 1:
-        worst = grid[0]
-    return [
-        grid.alias("scenarios_full"),
-        worst["scenario"].alias("worst_scenario"),
-        worst["stressed_deficiency"].alias("worst_deficiency"),
-    ]
-
-
 def compute_margin_df(positions_df: DataFrame, cash_df: DataFrame, p: MarginParams) -> DataFrame:
     """Per account: account_id, cash and the six money fields of spec section 1 (unrounded USD).
 
     positions_df: account_id, symbol, quantity (signed), price, beta; cash_df: account_id, cash.
     """
-    acc = holdings_by_account(positions_df, cash_df)
-    return acc.select(
-        "account_id", "cash", margin_struct(F.col("holdings"), F.col("cash"), p).alias("m")
-    ).select("account_id", "cash", *[F.col("m")[c].alias(c) for c in MARGIN_COLUMNS])
+    acc = with_margin_and_stress(holdings_by_account(positions_df, cash_df), p, stress=False)
+    return acc.select("account_id", "cash", *[F.col("m")[c].alias(c) for c in MARGIN_COLUMNS])
 
 
 def compute_stress_df(positions_df: DataFrame, cash_df: DataFrame, p: MarginParams) -> DataFrame:
     """Per account: scenarios [{scenario, stressed_equity, stressed_maintenance_req,
     stressed_deficiency}] in grid order, worst_scenario and worst_deficiency (spec section 2)."""
-    acc = holdings_by_account(positions_df, cash_df)
-    return acc.select("account_id", *stress_columns(F.col("holdings"), F.col("cash"), p)).select(
+    acc = with_margin_and_stress(holdings_by_account(positions_df, cash_df), p)
+    return acc.select(
         "account_id",
         public_scenarios(F.col("scenarios_full")).alias("scenarios"),
         "worst_scenario",

@@ -1,0 +1,398 @@
+"""One micro-batch of the margin job: parse, deduplicate, update state, compute, emit, commit.
+
+``process_batch`` is the single code path for production (Spark's Kafka source calling it through
+``foreachBatch``) and for the local driver (records read from the local broker with
+confluent-kafka, shaped like the Kafka source's rows). Everything inside is a native DataFrame
+expression; the only driver-side work is a handful of small counts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from emr_jobs import calc, parse
+from emr_jobs.metrics import MetricsWriter, batch_metrics
+from emr_jobs.state import StateStore
+from margin_risk import names
+from margin_risk.params import MarginParams
+
+# outputs DataFrame columns: topic, key (string), value (JSON string), headers (Kafka sink shape)
+Sink = Callable[[DataFrame, int], None]
+
+
+@dataclass
+class JobContext:
+    """What a micro-batch needs besides its records."""
+
+    params: MarginParams
+    state: StateStore
+    sink: Sink
+    metrics: Optional[MetricsWriter] = None
+
+
+@dataclass
+class BatchStats:
+    """Counts of one micro-batch (also the source of its EMF metrics)."""
+
+    batch_id: int
+    input_records: int = 0
+    accepted: Dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    rejected: Dict[str, int] = field(default_factory=dict)
+    margin_results: int = 0
+    stress_results: int = 0
+    accounts: int = 0
+    positions: int = 0
+    duration_s: float = 0.0
+    skipped: bool = False
+
+
+def iso(c: Column) -> Column:
+    """UTC ISO-8601 text with a Z, microseconds only when non-zero (session zone is UTC)."""
+    whole = F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss'Z'")
+    frac = F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'")
+    return F.when(F.date_format(c, "SSSSSS") == "000000", whole).otherwise(frac)
+
+
+def _latest(df: DataFrame, value: str, alias: str) -> DataFrame:
+    """symbol -> the row's value with the greatest (event ts, partition, offset)."""
+    return df.groupBy("symbol").agg(
+        F.max(
+            F.struct(
+                F.col("event_ts").alias("ts"),
+                F.col("partition"),
+                F.col("offset"),
+                F.col(value).cast("double").alias("value"),
+            )
+        ).alias(alias)
+    )
+
+
+FACTS = ("tick", "tick_beta", "fill", "override")
+
+
+def effective_prices(symbols: DataFrame) -> DataFrame:
+    """symbol, price, beta in force: the latest tick (else the latest fill) prices the symbol;
+    a betas.v1 override applies from its as_of on, else the latest tick beta, else 1.0."""
+    ov, tick = F.col("override"), F.col("tick")
+    beta = F.when(
+        ov.isNotNull() & (tick.isNull() | (ov["ts"] <= tick["ts"])), ov["value"]
+    ).otherwise(F.coalesce(F.col("tick_beta")["value"], F.lit(1.0)))
+    return symbols.select(
+        "symbol",
+        F.coalesce(tick["value"], F.col("fill")["value"]).alias("price"),
+        beta.alias("beta"),
+    )
+
+
+def _dedupe(valid: DataFrame, id_col: str, kind: str, seen: DataFrame) -> DataFrame:
+    """First occurrence in the batch (by partition, offset), minus ids applied in any earlier
+    batch: a redelivered fill or cash transaction never moves state twice."""
+    w = Window.partitionBy(id_col).orderBy("partition", "offset")
+    first = valid.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
+    old = seen.where(F.col("kind") == kind).select(F.col("id").alias(id_col))
+    return first.join(old, id_col, "left_anti")
+
+
+def _ordered_sum(df: DataFrame, keys: List[str], value: str, alias: str) -> DataFrame:
+    """Sum in (partition, offset) order so a replayed batch reproduces the same float bits."""
+    items = F.array_sort(F.collect_list(F.struct("partition", "offset", value)))
+    return df.groupBy(*keys).agg(
+        F.aggregate(items, F.lit(0.0), lambda acc, x: acc + x[value]).alias(alias)
+    )
+
+
+def process_batch(
+    spark: SparkSession,
+    batch_df: DataFrame,
+    batch_id: int,
+    ctx: JobContext,
+    commit_extra: Optional[Dict[str, Any]] = None,
+) -> BatchStats:
+    """Apply one micro-batch of Kafka-source rows; idempotent per batch_id (see state.py)."""
+    started = time.monotonic()
+    st = ctx.state
+    if st.is_committed(batch_id):
+        return BatchStats(batch_id=batch_id, skipped=True)
+    base = st.last_committed(below=batch_id)
+
+    records = parse.with_meta(batch_df).persist()
+    n_input = records.count()
+    parsed = {t: parse.parse_topic(records, t) for t in parse.TOPIC_FIELDS}
+    valid = {t: df.where(F.col("reason").isNull()) for t, df in parsed.items()}
+    seen_old = st.load("seen", base)
+
+    fills = _dedupe(valid[names.TOPIC_FILLS], "fill_id", "fill", seen_old)
+    fills = fills.withColumn(
+        "signed",
+        F.when(F.col("side").isin("BUY", "COVER"), F.col("quantity")).otherwise(-F.col("quantity")),
+    ).persist()
+    cash = _dedupe(valid[names.TOPIC_CASH], "txn_id", "cash", seen_old).persist()
+    prices = valid[names.TOPIC_PRICES]
+    betas = valid[names.TOPIC_BETAS]
+
+    # --- symbols: latest price / beta facts ---------------------------------------------------
+    batch_sym = (
+        _latest(prices, "price", "tick")
+        .join(
+            _latest(prices.where(F.col("beta").isNotNull()), "beta", "tick_beta"), "symbol", "full"
+        )
+        .join(_latest(fills, "price", "fill"), "symbol", "full")
+        .join(_latest(betas, "beta", "override"), "symbol", "full")
+    )
+    sym_old = st.load("symbols", base)
+    o, n = sym_old.alias("o"), batch_sym.alias("n")
+    sym_new = o.join(n, F.col("o.symbol") == F.col("n.symbol"), "full").select(
+        F.coalesce(F.col("o.symbol"), F.col("n.symbol")).alias("symbol"),
+        *[F.greatest(F.col(f"o.{f}"), F.col(f"n.{f}")).alias(f) for f in FACTS],
+    )
+    sym_new = st.save("symbols", batch_id, sym_new)
+
+    eff_old = effective_prices(sym_old.join(batch_sym.select("symbol"), "symbol", "left_semi"))
+    eff_new = effective_prices(sym_new.join(batch_sym.select("symbol"), "symbol", "left_semi"))
+    changed = (
+        eff_new.alias("a")
+        .join(eff_old.alias("b"), "symbol", "left")
+        .where(
+            ~F.col("a.price").eqNullSafe(F.col("b.price"))
+            | ~F.col("a.beta").eqNullSafe(F.col("b.beta"))
+        )
+        .select("symbol")
+    )
+
+    # --- positions -----------------------------------------------------------------------------
+    pos_old = st.load("positions", base)
+    delta = fills.groupBy("account_id", "symbol").agg(F.sum("signed").alias("quantity"))
+    pos_new = (
+        pos_old.unionByName(delta)
+        .groupBy("account_id", "symbol")
+        .agg(F.sum("quantity").alias("quantity"))
+        .where(F.col("quantity") != 0)
+    )
+    pos_new = st.save("positions", batch_id, pos_new)
+
+    # --- triggers: the batch's inputs that contribute to each account ---------------------------
+    trig_cols = ["account_id", "event_ts", "topic", "partition", "offset", "kafka_ts", "symbol"]
+    sym_records = (
+        prices.select("symbol", "event_ts", "topic", "partition", "offset", "kafka_ts")
+        .unionByName(betas.select("symbol", "event_ts", "topic", "partition", "offset", "kafka_ts"))
+        .unionByName(fills.select("symbol", "event_ts", "topic", "partition", "offset", "kafka_ts"))
+    )
+    sym_trig = (
+        sym_records.join(changed, "symbol", "left_semi")
+        .groupBy("symbol")
+        .agg(F.max(F.struct("event_ts", "topic", "partition", "offset", "kafka_ts")).alias("t"))
+        .select("symbol", "t.*")
+    )
+    triggers = (
+        fills.select(*trig_cols, "correlation_id")
+        .unionByName(
+            cash.select(
+                *trig_cols[:-1], F.lit(None).cast("string").alias("symbol"), "correlation_id"
+            )
+        )
+        .unionByName(
+            pos_new.select("account_id", "symbol")
+            .join(sym_trig, "symbol")
+            .select(*trig_cols, F.lit(None).cast("string").alias("correlation_id"))
+        )
+        .dropDuplicates(["account_id", "topic", "partition", "offset"])
+    )
+    order = ["event_ts", "topic", "partition", "offset"]
+    trig = triggers.groupBy("account_id").agg(
+        F.max(F.struct(*order, "kafka_ts", "symbol")).alias("newest"),
+        F.max(
+            F.when(F.col("correlation_id").isNotNull(), F.struct(*order, "correlation_id"))
+        ).alias("newest_corr"),
+        F.count(F.lit(1)).alias("input_count"),
+        F.array_join(
+            F.array_sort(F.collect_list(F.concat_ws(":", "topic", "partition", "offset"))), ","
+        ).alias("ikeys"),
+    )
+
+    # --- accounts: cash and the newest contributing event time ---------------------------------
+    acc_old = st.load("accounts", base)
+    cash_delta = _ordered_sum(cash, ["account_id"], "amount", "delta")
+    acc_new = (
+        acc_old.join(cash_delta, "account_id", "full")
+        .join(
+            trig.select("account_id", F.col("newest.event_ts").alias("trig_ts")),
+            "account_id",
+            "full",
+        )
+        .select(
+            "account_id",
+            (F.coalesce(F.col("cash"), F.lit(0.0)) + F.coalesce(F.col("delta"), F.lit(0.0))).alias(
+                "cash"
+            ),
+            F.greatest(F.col("last_ts"), F.col("trig_ts")).alias("last_ts"),
+        )
+    )
+    acc_new = st.save("accounts", batch_id, acc_new)
+
+    seen_new = seen_old.unionByName(
+        fills.select(F.lit("fill").alias("kind"), F.col("fill_id").alias("id"))
+    ).unionByName(cash.select(F.lit("cash").alias("kind"), F.col("txn_id").alias("id")))
+    st.save("seen", batch_id, seen_new)
+
+    # --- margin and stress for every account whose inputs changed ------------------------------
+    affected = trig.join(acc_new, "account_id")
+    holdings = (
+        pos_new.join(affected.select("account_id"), "account_id", "left_semi")
+        .join(effective_prices(sym_new), "symbol")
+        .select("account_id", "symbol", "quantity", "price", "beta")
+    )
+    books = calc.holdings_by_account(holdings, affected.select("account_id", "cash"))
+    p = ctx.params
+    out = (
+        calc.with_margin_and_stress(books, p)
+        .join(affected.drop("cash"), "account_id")
+        .select(
+            "account_id",
+            F.size("holdings").alias("n_positions"),
+            "m",
+            "scenarios_full",
+            "worst_scenario",
+            "worst_deficiency",
+            iso(F.col("last_ts")).alias("timestamp"),
+            iso(F.col("newest.kafka_ts")).alias("origin_ts"),
+            F.coalesce(
+                F.col("newest_corr.correlation_id"),
+                F.concat_ws(
+                    ":",
+                    F.col("newest.topic"),
+                    F.col("newest.symbol"),
+                    iso(F.col("newest.event_ts")),
+                ),
+            ).alias("correlation_id"),
+            "input_count",
+            "ikeys",
+        )
+        .persist()
+    )
+
+    def event_id(topic: str) -> Column:
+        return F.substring(
+            F.sha2(F.concat_ws("|", F.lit(topic), F.col("account_id"), F.col("ikeys")), 256), 1, 32
+        )
+
+    tail = ["correlation_id", "origin_ts", "input_count"]
+    margin_json = F.to_json(
+        F.struct(
+            event_id(names.TOPIC_MARGIN_CALC).alias("event_id"),
+            "account_id",
+            "timestamp",
+            *[F.col("m")[c].alias(c) for c in calc.MARGIN_COLUMNS],
+            *tail,
+        )
+    )
+    stress_json = F.to_json(
+        F.struct(
+            event_id(names.TOPIC_STRESS).alias("event_id"),
+            "account_id",
+            "timestamp",
+            calc.public_scenarios(F.col("scenarios_full")).alias("scenarios"),
+            "worst_scenario",
+            "worst_deficiency",
+            *tail,
+        )
+    )
+    headers = F.array(
+        F.struct(
+            F.lit(names.HEADER_CORRELATION_ID).alias("key"),
+            F.encode(F.col("correlation_id"), "UTF-8").alias("value"),
+        ),
+        F.struct(
+            F.lit(names.HEADER_ORIGIN_TS).alias("key"),
+            F.encode(F.col("origin_ts"), "UTF-8").alias("value"),
+        ),
+    )
+
+    def rows(topic: str, value: Column) -> DataFrame:
+        return out.select(
+            F.lit(topic).alias("topic"),
+            F.col("account_id").alias("key"),
+            value.alias("value"),
+            headers.alias("headers"),
+        )
+
+    rejected = parse.rejected_rows(records, parsed)
+    rejected_out = rejected.select(
+        F.lit(names.TOPIC_REJECTED).alias("topic"),
+        F.coalesce(F.col("key_str"), F.concat_ws(":", "topic", "partition", "offset")).alias("key"),
+        F.to_json(
+            F.struct(
+                F.col("topic").alias("source_topic"),
+                "partition",
+                "offset",
+                F.col("key_str").alias("key"),
+                "reason",
+                F.col("raw").alias("value"),
+                iso(F.col("kafka_ts")).alias("timestamp"),
+            )
+        ).alias("value"),
+        F.array(
+            F.struct(
+                F.lit(names.HEADER_ORIGIN_TS).alias("key"),
+                F.encode(iso(F.col("kafka_ts")), "UTF-8").alias("value"),
+            )
+        ).alias("headers"),
+    )
+    outputs = (
+        rows(names.TOPIC_MARGIN_CALC, margin_json)
+        .unionByName(rows(names.TOPIC_STRESS, stress_json))
+        .unionByName(rejected_out)
+    )
+
+    summary = out.agg(F.count(F.lit(1)).alias("n"), F.sum("n_positions").alias("pos")).collect()[0]
+    rejected_by_reason = {
+        r["reason"]: int(r["count"]) for r in rejected.groupBy("reason").count().collect()
+    }
+    accepted = {
+        t: int(c)
+        for t, c in records.where(F.col("topic").isin(*parse.TOPIC_FIELDS.keys()))
+        .groupBy("topic")
+        .count()
+        .collect()
+    }
+    for reason_topic in rejected.groupBy("topic").count().collect():
+        t = reason_topic["topic"]
+        if t in accepted:
+            accepted[t] -= int(reason_topic["count"])
+    dupes = (
+        accepted.get(names.TOPIC_FILLS, 0)
+        + accepted.get(names.TOPIC_CASH, 0)
+        - fills.count()
+        - cash.count()
+    )
+
+    ctx.sink(outputs, batch_id)
+    st.commit(batch_id, commit_extra)
+
+    n_acc = int(summary["n"])
+    stats = BatchStats(
+        batch_id=batch_id,
+        input_records=n_input,
+        accepted=accepted,
+        duplicates=dupes,
+        rejected=rejected_by_reason,
+        margin_results=n_acc,
+        stress_results=n_acc,
+        accounts=n_acc,
+        positions=int(summary["pos"] or 0),
+        duration_s=time.monotonic() - started,
+    )
+    if ctx.metrics is not None:
+        ctx.metrics.write(
+            batch_metrics(
+                n_input, n_acc, n_acc, rejected_by_reason, stats.duration_s * 1000.0, batch_id
+            )
+        )
+    for df in (out, fills, cash, records):
+        df.unpersist()
+    return stats

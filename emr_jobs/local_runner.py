@@ -1,0 +1,207 @@
+"""Local driver: the local Kafka-protocol broker in, the same ``process_batch`` out.
+
+Spark's Kafka connector jar cannot be downloaded on this machine, so this driver plays the part of
+Spark's Kafka source and sink: it reads the input topics with confluent-kafka (manual partition
+assignment; no consumer group), builds a DataFrame with exactly the Kafka source's columns, calls
+``process_batch`` and produces the outputs back to the broker with their headers.
+
+Like Spark's offset log, the driver writes the planned offset range of a batch to the state dir
+before processing it, and the range's end is stored in the batch's commit marker. A restart
+re-reads exactly the planned range of an uncommitted batch, so the replay has the same records,
+the same event ids and applies every fill once. Not shipped to EMR (needs confluent-kafka).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Tuple
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from pyspark.sql import DataFrame, SparkSession
+
+from emr_jobs.batch import BatchStats, JobContext, process_batch
+from emr_jobs.metrics import MetricsWriter
+from emr_jobs.parse import KAFKA_BATCH_SCHEMA
+from emr_jobs.session import build_local_session
+from emr_jobs.state import StateStore
+from margin_risk import names
+from margin_risk.params import MarginParams
+
+SOURCE_TOPICS = (names.TOPIC_FILLS, names.TOPIC_PRICES, names.TOPIC_CASH, names.TOPIC_BETAS)
+Offsets = Dict[str, int]  # "topic:partition" -> next offset to read
+
+
+def _tp_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class LocalMarginJob:
+    """Micro-batches from the local broker through ``process_batch``; restartable from state_dir."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        state_dir: str,
+        params: Optional[MarginParams] = None,
+        metrics_dir: Optional[str] = None,
+        max_batch_records: int = 50_000,
+        poll_timeout_s: float = 0.2,
+        idle_timeout_s: float = 1.0,
+        spark: Optional[SparkSession] = None,
+        shuffle_partitions: int = 2,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.params = params or MarginParams()
+        self.max_batch_records = max_batch_records
+        self.poll_timeout_s = poll_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.spark = spark or build_local_session(shuffle_partitions=shuffle_partitions)
+        self.state = StateStore(self.spark, state_dir)
+        self.metrics = MetricsWriter(metrics_dir) if metrics_dir else None
+        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "margin-job-local",  # never joined: partitions are assigned manually
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+            }
+        )
+        self._assigned: Optional[Offsets] = None
+
+    # --- source ---------------------------------------------------------------------------------
+    def _partitions(self) -> List[Tuple[str, int]]:
+        md = self._consumer.list_topics(timeout=10)
+        out: List[Tuple[str, int]] = []
+        for topic in SOURCE_TOPICS:
+            tmd = md.topics.get(topic)
+            if tmd is not None:
+                out.extend((topic, p) for p in sorted(tmd.partitions))
+        return out
+
+    def _assign(self, start: Offsets) -> None:
+        tps = []
+        for topic, p in self._partitions():
+            off = start.get(_tp_key(topic, p), OFFSET_BEGINNING)
+            tps.append(TopicPartition(topic, p, off if off >= 0 else OFFSET_BEGINNING))
+        self._consumer.assign(tps)
+        self._assigned = dict(start)
+
+    def _committed_offsets(self) -> Tuple[int, Offsets]:
+        last = self.state.last_committed()
+        if last is None:
+            return -1, {}
+        info = self.state.commit_info(last)
+        return last, dict(info.get("offsets", {}))
+
+    def _read(self, start: Offsets, end: Optional[Offsets]) -> Tuple[List[Message], Offsets]:
+        """Records from ``start``: up to ``end`` when replaying a plan, else until the topics are
+        idle for poll_timeout_s or max_batch_records are read."""
+        if self._assigned != start:
+            self._assign(start)
+        msgs: List[Message] = []
+        nxt = dict(start)
+
+        def done() -> bool:
+            if end is None:
+                return len(msgs) >= self.max_batch_records
+            return all(nxt.get(k, 0) >= v for k, v in end.items())
+
+        deadline = time.monotonic() + 60.0
+        idle_deadline = time.monotonic() + self.idle_timeout_s
+        while not done():
+            got = self._consumer.consume(
+                min(10_000, self.max_batch_records), timeout=self.poll_timeout_s
+            )
+            for m in got:
+                if m.error() is not None:
+                    continue
+                key = _tp_key(m.topic() or "", m.partition() or 0)
+                if end is not None and int(m.offset() or 0) >= end.get(key, 0):
+                    continue
+                msgs.append(m)
+                nxt[key] = int(m.offset() or 0) + 1
+            if not got:
+                # The first fetch after assign() can take longer than one poll: only an empty
+                # poll after data, or a whole idle_timeout without any, ends an unplanned batch.
+                if end is None and (msgs or time.monotonic() > idle_deadline):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not re-read planned range {end}")
+        self._assigned = dict(nxt)
+        return msgs, nxt
+
+    def _to_df(self, msgs: List[Message]) -> DataFrame:
+        rows = []
+        for m in msgs:
+            _, ts_ms = m.timestamp()
+            rows.append(
+                (
+                    m.key(),
+                    m.value(),
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc),
+                    0,
+                    list(m.headers() or []),
+                )
+            )
+        return self.spark.createDataFrame(rows, KAFKA_BATCH_SCHEMA)
+
+    # --- sink -----------------------------------------------------------------------------------
+    def _sink(self, outputs: DataFrame, batch_id: int) -> None:
+        for r in outputs.orderBy("topic", "key").toLocalIterator():
+            self._producer.produce(
+                r["topic"],
+                key=r["key"].encode("utf-8") if r["key"] is not None else None,
+                value=r["value"].encode("utf-8"),
+                headers=[(h["key"], bytes(h["value"])) for h in r["headers"]],
+            )
+            self._producer.poll(0)
+        remaining = self._producer.flush(30)
+        if remaining:
+            raise RuntimeError(f"batch {batch_id}: {remaining} output records not delivered")
+
+    # --- driver ---------------------------------------------------------------------------------
+    def run_once(self) -> Optional[BatchStats]:
+        """Run one micro-batch; None when there was nothing to read. Replays a planned but
+        uncommitted batch first (after a crash) with exactly its planned records."""
+        last, start = self._committed_offsets()
+        batch_id = last + 1
+        plan = self.state.read_plan(batch_id)
+        if plan is not None:
+            start = dict(plan["start"])
+            msgs, end = self._read(start, dict(plan["end"]))
+        else:
+            msgs, end = self._read(start, None)
+            if not msgs:
+                return None
+            self.state.write_plan(batch_id, {"start": start, "end": end})
+        ctx = JobContext(self.params, self.state, self._sink, self.metrics)
+        stats = process_batch(self.spark, self._to_df(msgs), batch_id, ctx, {"offsets": end})
+        self.state.prune_plans(batch_id)
+        return stats
+
+    def run_until(self, stop: threading.Event, idle_sleep_s: float = 0.05) -> List[BatchStats]:
+        """Run micro-batches until ``stop`` is set; returns the stats of the batches run."""
+        out: List[BatchStats] = []
+        while not stop.is_set():
+            stats = self.run_once()
+            if stats is None:
+                stop.wait(idle_sleep_s)
+            else:
+                out.append(stats)
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.flush(10)
+
+    def __enter__(self) -> LocalMarginJob:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
