@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.books import SCENARIOS, Books, account_name, generate_books, symbol_name
 from bench.kernel_numpy import KernelResult, NumpyKernel
-from bench.spark_staged import staged_transformation
+from bench.spark_columnar import columnar_transformation
 from bench.timing import cpu_runs, median, timed_runs
 from margin_risk.params import MarginParams
 from margin_risk.rules import Holding, MarginResult, cents, compute_margin
@@ -102,18 +102,14 @@ def write_csv(books: Books, directory: str) -> tuple[str, str]:
 
 
 def spark_transformation(positions: Any, cash: Any, p: MarginParams) -> Any:
-    """What the job's micro-batch computes per affected account (emr_jobs.batch): one
-    holdings_by_account, then margin_struct and stress_columns in one projection."""
+    """What the job's micro-batch computes per affected account (``emr_jobs.batch``):
+    ``holdings_by_account`` then ``with_margin_and_stress``, with the result columns it emits."""
     from pyspark.sql import functions as F
 
     from emr_jobs import calc
 
-    acc = calc.holdings_by_account(positions, cash)
-    return acc.select(
-        "account_id",
-        calc.margin_struct(F.col("holdings"), F.col("cash"), p).alias("m"),
-        *calc.stress_columns(F.col("holdings"), F.col("cash"), p),
-    ).select(
+    books = calc.holdings_by_account(positions, cash)
+    return calc.with_margin_and_stress(books, p).select(
         "account_id",
         *[F.col("m")[c].alias(c) for c in calc.MARGIN_COLUMNS],
         calc.public_scenarios(F.col("scenarios_full")).alias("scenarios"),
@@ -143,9 +139,9 @@ def spark_section(books: Books, s: KernelSettings, check: KernelResult) -> dict[
             out = spark_transformation(positions, cash, p)
             times = _time_noop(out, s.spark_runs)
             rows, bad = _parity(out, books, check)
-            staged = staged_transformation(positions, cash, p)
-            staged_times = _time_noop(staged, s.spark_runs)
-            staged_rows, staged_bad = _parity(staged, books, check)
+            columnar = columnar_transformation(positions, cash, p)
+            col_times = _time_noop(columnar, s.spark_runs)
+            col_rows, col_bad = _parity_columnar(columnar, books, check)
             positions.unpersist()
             cash.unpersist()
     finally:
@@ -157,10 +153,10 @@ def spark_section(books: Books, s: KernelSettings, check: KernelResult) -> dict[
         "cores": 2,
         "parity_accounts": rows,
         "parity_mismatches": bad,
-        "staged_seconds": staged_times,
-        "staged_pos_per_s": books.positions / median(staged_times),
-        "staged_parity_mismatches": staged_bad,
-        "staged_parity_accounts": staged_rows,
+        "columnar_seconds": col_times,
+        "columnar_pos_per_s": books.positions / median(col_times),
+        "columnar_parity_mismatches": col_bad,
+        "columnar_parity_accounts": col_rows,
     }
 
 
@@ -171,6 +167,22 @@ def _time_noop(df: Any, runs: int) -> list[float]:
         df.write.format("noop").mode("overwrite").save()
 
     return timed_runs(action, runs, warmup=1)
+
+
+def _parity_columnar(out: Any, books: Books, check: KernelResult) -> tuple[int, int]:
+    sample = [account_name(a) for a in range(min(300, books.accounts))]
+    rows = out.where(out.account_id.isin(sample)).collect()
+    bad = 0
+    for row in rows:
+        a = int(row["account_id"][1:])
+        g = check.equity.shape[0]
+        got = [row[f"equity{j}"] for j in range(g)] + [row[f"maintenance_req{j}"] for j in range(g)]
+        exp = [check.equity[j, a] for j in range(g)] + [
+            check.maintenance_req[j, a] for j in range(g)
+        ]
+        if any(cents(x) != cents(float(y)) for x, y in zip(got, exp, strict=True)):
+            bad += 1
+    return len(rows), bad
 
 
 def _parity(out: Any, books: Books, check: KernelResult) -> tuple[int, int]:
@@ -245,11 +257,11 @@ def run(s: KernelSettings, log: Any = print) -> dict[str, Any]:
                 "spark_vs_numpy_mismatched_accounts": sp["parity_mismatches"],
                 "spark_parity_accounts": sp["parity_accounts"],
                 "spark_ratio_to_numpy": sp["pos_per_s"] / np_rate,
-                "spark_staged_pos_per_s": sp["staged_pos_per_s"],
-                "spark_staged_seconds": sp["staged_seconds"],
-                "spark_staged_vs_numpy_mismatched_accounts": sp["staged_parity_mismatches"],
-                "numpy_per_core_over_spark_staged_per_core": (np_rate / s.numpy_threads)
-                / (sp["staged_pos_per_s"] / sp["cores"]),
+                "spark_columnar_pos_per_s": sp["columnar_pos_per_s"],
+                "spark_columnar_seconds": sp["columnar_seconds"],
+                "spark_columnar_vs_numpy_mismatched_accounts": sp["columnar_parity_mismatches"],
+                "numpy_per_core_over_spark_columnar_per_core": (np_rate / s.numpy_threads)
+                / (sp["columnar_pos_per_s"] / sp["cores"]),
                 # Per core: Spark's rate over its 2 cores against NumPy's over its threads.
                 "numpy_per_core_over_spark_per_core": (np_rate / s.numpy_threads)
                 / (sp["pos_per_s"] / sp["cores"]),

@@ -196,11 +196,11 @@ def table(r: dict[str, Any]) -> str:
             f"| kernel.spark_pos_per_s (job transformation, local[2]) |"
             f" {_fmt(k.get('spark_pos_per_s'))} | {ratio(k.get('spark_pos_per_s'))} |",
         ]
-        if k.get("spark_staged_pos_per_s"):
+        if k.get("spark_columnar_pos_per_s"):
             lines.append(
-                f"| kernel.spark_staged_pos_per_s (diagnostic: each fold once, local[2]) |"
-                f" {_fmt(k.get('spark_staged_pos_per_s'))} |"
-                f" {ratio(k.get('spark_staged_pos_per_s'))} |"
+                f"| kernel.spark_columnar_pos_per_s (diagnostic: no arrays/lambdas, local[2]) |"
+                f" {_fmt(k.get('spark_columnar_pos_per_s'))} |"
+                f" {ratio(k.get('spark_columnar_pos_per_s'))} |"
             )
         lines += [
             f"| kernel.numpy_pos_per_s (1 thread) | {_fmt(np_rate)} | 1 |",

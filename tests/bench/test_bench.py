@@ -83,8 +83,8 @@ def test_kernel_section_spark_variants_agree_with_numpy():
     out = run_kernel(s, log=lambda _: None)
     assert out["spark_parity_accounts"] == 200
     assert out["spark_vs_numpy_mismatched_accounts"] == 0
-    assert out["spark_staged_vs_numpy_mismatched_accounts"] == 0
-    assert out["spark_pos_per_s"] > 0 and out["spark_staged_pos_per_s"] > 0
+    assert out["spark_columnar_vs_numpy_mismatched_accounts"] == 0
+    assert out["spark_pos_per_s"] > 0 and out["spark_columnar_pos_per_s"] > 0
 
 
 SMALL = EnforcementSettings(sizes=(100,), runs=1, batches_per_run={100: 2}, warmup_batches=1)
