@@ -130,7 +130,8 @@ class LocalMarginJob:
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"could not re-read planned range {end}")
-        self._assigned = dict(nxt)
+        # After a planned replay the consumer may have fetched past the plan's end: re-seek.
+        self._assigned = dict(nxt) if end is None else None
         return msgs, nxt
 
     def _to_df(self, msgs: List[Message]) -> DataFrame:

@@ -1,0 +1,276 @@
+"""Streaming: fills, then prices, then cash in micro-batches (duplicates and bad records
+included) through the local broker and the same process_batch the EMR job runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+
+from emr_jobs.local_runner import LocalMarginJob
+from emr_jobs.state import StateStore
+from margin_risk import names
+from margin_risk.local.kafka_broker import start_broker
+from margin_risk.models import MarginCalc, StressResult
+from margin_risk.rules import Holding, cents
+from margin_risk.stress import stress_table, worst_scenario
+from tests.spark.kafka_helpers import produce_many, read_all
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+
+def fill(fid: str, acc: str, sym: str, side: str, qty: Any, px: Any, ts: str) -> dict[str, Any]:
+    return {
+        "fill_id": fid,
+        "account_id": acc,
+        "symbol": sym,
+        "side": side,
+        "quantity": qty,
+        "price": px,
+        "timestamp": ts,
+        "correlation_id": f"c-{fid}",
+    }
+
+
+F1 = fill("F1", "A", "AAPL", "BUY", 1000, 50.0, "2026-02-16T14:30:00Z")
+F2 = fill("F2", "A", "PENNY", "SHORT", 100, 4.0, "2026-02-16T14:30:05Z")
+FB = fill("FB", "B", "XYZ", "SHORT", 1000, 6.0, "2026-02-16T14:30:10Z")
+NAN_PRICE = '{"fill_id": "F3", "account_id": "A", "symbol": "AAPL", "side": "BUY", "quantity": 5, "price": NaN, "timestamp": "2026-02-16T14:30:00Z", "correlation_id": "c"}'
+NEG_QTY = fill("F4", "A", "AAPL", "BUY", -5, 50.0, "2026-02-16T14:30:00Z")
+BAD_SIDE = fill("F5", "A", "AAPL", "HOLD", 5, 50.0, "2026-02-16T14:30:00Z")
+MALFORMED = '{"fill_id": "F6", "account_id": "A", '
+NO_ZONE = fill("F7", "A", "AAPL", "BUY", 5, 50.0, "2026-02-16T14:30:00")
+
+
+def money(v: dict[str, Any]) -> tuple[float, ...]:
+    return tuple(
+        cents(v[k])
+        for k in (
+            "long_market_value",
+            "short_market_value",
+            "equity",
+            "maintenance_req",
+            "excess",
+            "deficiency",
+        )
+    )
+
+
+def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    with (
+        start_broker(partitions=2) as broker,
+        LocalMarginJob(
+            broker.bootstrap,
+            str(tmp_path / "state"),
+            metrics_dir=str(tmp_path / "metrics"),
+            spark=spark,
+        ) as job,
+    ):
+        # Batch 0: fills (one redelivered) plus five bad records, and a deposit for B
+        produce_many(
+            broker,
+            [
+                (names.TOPIC_FILLS, "A", F1),
+                (names.TOPIC_FILLS, "A", F2),
+                (names.TOPIC_FILLS, "A", F1),
+                (names.TOPIC_FILLS, "B", FB),
+                (names.TOPIC_FILLS, "A", NAN_PRICE),
+                (names.TOPIC_FILLS, "A", NEG_QTY),
+                (names.TOPIC_FILLS, "A", BAD_SIDE),
+                (names.TOPIC_FILLS, "A", MALFORMED),
+                (names.TOPIC_FILLS, "A", NO_ZONE),
+                (
+                    names.TOPIC_CASH,
+                    "B",
+                    {
+                        "txn_id": "TB",
+                        "account_id": "B",
+                        "amount": 10000.0,
+                        "timestamp": "2026-02-16T14:30:10Z",
+                        "correlation_id": "c-TB",
+                    },
+                ),
+            ],
+        )
+        s0 = job.run_once()
+        assert s0 is not None
+        assert s0.rejected == {
+            "non_finite_number": 1,
+            "non_positive_quantity": 1,
+            "unknown_side": 1,
+            "malformed_json": 1,
+            "invalid_timestamp": 1,
+        }
+        assert s0.duplicates == 1 and s0.accounts == 2
+
+        # Batch 1: prices (AAPL down to 30, XYZ crosses below $5) and F1 redelivered again
+        produce_many(
+            broker,
+            [
+                (
+                    names.TOPIC_PRICES,
+                    "AAPL",
+                    {
+                        "symbol": "AAPL",
+                        "price": 30.0,
+                        "timestamp": "2026-02-16T14:31:00Z",
+                        "beta": 1.2,
+                    },
+                ),
+                (
+                    names.TOPIC_PRICES,
+                    "XYZ",
+                    {"symbol": "XYZ", "price": 4.0, "timestamp": "2026-02-16T14:31:30Z"},
+                ),
+                (names.TOPIC_FILLS, "A", F1),
+            ],
+        )
+        s1 = job.run_once()
+        assert s1 is not None and s1.duplicates == 1
+
+        # Batch 2: a withdrawal from A, delivered twice
+        t1 = {
+            "txn_id": "T1",
+            "account_id": "A",
+            "amount": -25000.0,
+            "timestamp": "2026-02-16T14:32:00Z",
+            "correlation_id": "c-T1",
+        }
+        produce_many(broker, [(names.TOPIC_CASH, "A", t1), (names.TOPIC_CASH, "A", t1)])
+        s2 = job.run_once()
+        assert s2 is not None and s2.duplicates == 1
+        assert job.run_once() is None  # nothing left
+
+        margin = read_all(broker, names.TOPIC_MARGIN_CALC)
+        stress = read_all(broker, names.TOPIC_STRESS)
+        rejected = read_all(broker, names.TOPIC_REJECTED)
+
+    for _, v, _ in margin:
+        MarginCalc.model_validate(v)
+    for _, v, _ in stress:
+        StressResult.model_validate(v)
+    by_acc: dict[str, list[dict[str, Any]]] = {}
+    for k, v, h in margin:
+        assert h[names.HEADER_CORRELATION_ID].decode() == v["correlation_id"]
+        assert h[names.HEADER_ORIGIN_TS].decode() == v["origin_ts"]
+        by_acc.setdefault(k, []).append(v)
+
+    # A: 1000 AAPL long @ 50 and 100 PENNY short @ 4 (marked at fill prices), cash 0:
+    #    LMV 50,000, SMV 400, equity 49,600, req 12,500 + max(2.50 x 100, 100% x 400) = 12,900
+    # then AAPL at 30: LMV 30,000, equity 29,600, req 7,500 + 400 = 7,900
+    # then -25,000 cash: equity 4,600, excess -3,300, deficiency 3,300
+    a = by_acc["A"]
+    assert [money(v) for v in a] == [
+        (50000.0, 400.0, 49600.0, 12900.0, 36700.0, 0.0),
+        (30000.0, 400.0, 29600.0, 7900.0, 21700.0, 0.0),
+        (30000.0, 400.0, 4600.0, 7900.0, -3300.0, 3300.0),
+    ]
+    assert [v["timestamp"] for v in a] == [
+        "2026-02-16T14:30:05Z",
+        "2026-02-16T14:31:00Z",
+        "2026-02-16T14:32:00Z",
+    ]
+    assert [v["correlation_id"] for v in a] == [
+        "c-F2",
+        "prices.v1:AAPL:2026-02-16T14:31:00Z",
+        "c-T1",
+    ]
+    assert [v["input_count"] for v in a] == [2, 1, 1]
+    assert len({v["event_id"] for v in a}) == 3
+
+    # B: short 1000 XYZ @ 6 with 10,000 cash: SMV 6,000, equity 4,000, req max(5,000, 1,800)
+    # then XYZ at $4 (< $5): SMV 4,000, equity 6,000, req max(2,500, 100% x 4,000) = 4,000
+    assert [money(v) for v in by_acc["B"]] == [
+        (0.0, 6000.0, 4000.0, 5000.0, -1000.0, 1000.0),
+        (0.0, 4000.0, 6000.0, 4000.0, 2000.0, 0.0),
+    ]
+
+    # Stress of A's last calculation matches margin_risk, worst scenario included
+    last_a = [v for k, v, _ in stress if k == "A"][-1]
+    ref = stress_table(
+        -25000.0, [Holding("AAPL", 1000, 30.0, 1.2), Holding("PENNY", -100, 4.0, 1.0)]
+    )
+    assert [cents(s["stressed_deficiency"]) for s in last_a["scenarios"]] == [
+        cents(r.result.deficiency) for r in ref
+    ]
+    assert last_a["worst_scenario"] == worst_scenario(ref).scenario == -0.08
+    assert cents(last_a["worst_deficiency"]) == cents(worst_scenario(ref).result.deficiency)
+
+    # Every bad record is on rejected.v1 with its reason and raw value
+    reasons = sorted(v["reason"] for _, v, _ in rejected)
+    assert reasons == sorted(
+        [
+            "non_finite_number",
+            "non_positive_quantity",
+            "unknown_side",
+            "malformed_json",
+            "invalid_timestamp",
+        ]
+    )
+    assert any(v["value"] == MALFORMED for _, v, _ in rejected)
+    metrics = (tmp_path / "metrics" / "spark.jsonl").read_text().splitlines()
+    assert any('"RecordsRejected": 1.0' in line and "malformed_json" in line for line in metrics)
+
+
+def test_restart_after_a_crash_replays_the_batch_without_losing_or_repeating_a_fill(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = str(tmp_path / "state")
+    with start_broker(partitions=2) as broker:
+        # Given two fills, and a job that crashes after emitting but before committing
+        produce_many(
+            broker,
+            [
+                (
+                    names.TOPIC_FILLS,
+                    "R",
+                    fill("R1", "R", "AAPL", "BUY", 100, 50.0, "2026-02-16T14:30:00Z"),
+                ),
+                (
+                    names.TOPIC_FILLS,
+                    "R",
+                    fill("R2", "R", "AAPL", "BUY", 100, 50.0, "2026-02-16T14:30:01Z"),
+                ),
+            ],
+        )
+        real_commit = StateStore.commit
+
+        def crash(self: StateStore, batch_id: int, extra: Any = None) -> None:
+            raise RuntimeError("simulated driver crash before commit")
+
+        monkeypatch.setattr(StateStore, "commit", crash)
+        job1 = LocalMarginJob(broker.bootstrap, state, spark=spark)
+        with pytest.raises(RuntimeError, match="simulated"):
+            job1.run_once()
+        job1.close()
+        # And more fills arrive while the job is down
+        produce_many(
+            broker,
+            [
+                (
+                    names.TOPIC_FILLS,
+                    "R",
+                    fill("R3", "R", "AAPL", "BUY", 100, 50.0, "2026-02-16T14:30:02Z"),
+                )
+            ],
+        )
+
+        # When a new job restarts from the same state dir
+        monkeypatch.setattr(StateStore, "commit", real_commit)
+        with LocalMarginJob(broker.bootstrap, state, spark=spark) as job2:
+            replay = job2.run_once()
+            after = job2.run_once()
+            assert job2.run_once() is None
+        margin = [v for _, v, _ in read_all(broker, names.TOPIC_MARGIN_CALC)]
+
+    # Then the replay re-ran exactly the planned batch (2 fills), then the new fill
+    assert replay is not None and replay.batch_id == 0 and replay.accepted == {"fills.v1": 2}
+    assert after is not None and after.batch_id == 1 and after.accepted == {"fills.v1": 1}
+    # The crashed attempt and the replay emitted the same event (same id: consumers dedupe)
+    assert [v["long_market_value"] for v in margin] == [10000.0, 10000.0, 15000.0]
+    assert margin[0]["event_id"] == margin[1]["event_id"]
+    assert margin[2]["event_id"] != margin[0]["event_id"]
