@@ -201,6 +201,8 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
     stop_spark = threading.Event()
     threads: list[threading.Thread] = []
     spark_stats: list[Any] = []
+    # Last time each stage found nothing to do (Spark: no new input; mapping: no new results).
+    idle = {"spark": 0.0, "esm": 0.0}
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, work, True)
         moto = start_moto()
@@ -245,13 +247,16 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
 
         def esm_loop() -> None:
             while not stop_esm.is_set():
-                esm.poll_once()
+                started = time.time()
+                if esm.poll_once() == 0:
+                    idle["esm"] = started
 
         def spark_loop() -> None:
             # run_until's loop, keeping each batch's stats as it completes
             while not stop_spark.is_set():
                 st = job.run_once()
                 if st is None:
+                    idle["spark"] = time.time()
                     stop_spark.wait(0.05)
                     continue
                 spark_stats.append(st)
@@ -311,12 +316,18 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
             now = time.time()
             staleness.append((now - t_start, now - max(decisions.newest_origin, t_start)))
         t_end = time.time()
-        last_sent = sent[-1] if sent else t_end
+        # Drained: Spark found no new input after the last event was sent, and after that the
+        # mapping found no new result (so every result of every input has been decided).
         drain_deadline = time.monotonic() + s.drain_timeout_s
-        while decisions.newest_origin < last_sent - 0.01 and time.monotonic() < drain_deadline:
+        spark_idle = esm_idle = 0.0
+        while time.monotonic() < drain_deadline:
+            spark_idle = idle["spark"]
+            if spark_idle > t_end and idle["esm"] > spark_idle:
+                esm_idle = idle["esm"]
+                break
             time.sleep(0.1)
-        drained = decisions.newest_origin >= last_sent - 0.01
-        drain_s = time.time() - t_end
+        drained = esm_idle > 0.0
+        drain_s = (esm_idle if drained else time.time()) - t_end
         with decisions.lock:
             samples = [x for x in decisions.samples if x[0] - x[1] >= t_start]
         steady_batches = spark_stats[batches_before:]
