@@ -37,7 +37,7 @@ def settings(quick: bool, spark: bool) -> dict[str, Any]:
             "enforcement": EnforcementSettings(
                 runs=3, batches_per_run={100: 5, 1000: 2}, warmup_batches=2
             ),
-            "e2e": E2ESettings(duration_s=15.0, drain_timeout_s=30.0),
+            "e2e": E2ESettings(duration_s=15.0, drain_timeout_s=180.0),
         }
     return {
         "kernel": KernelSettings(
@@ -52,7 +52,7 @@ def settings(quick: bool, spark: bool) -> dict[str, Any]:
         "enforcement": EnforcementSettings(
             runs=5, batches_per_run={100: 20, 1000: 4}, warmup_batches=3
         ),
-        "e2e": E2ESettings(duration_s=60.0, drain_timeout_s=60.0),
+        "e2e": E2ESettings(duration_s=60.0, drain_timeout_s=300.0),
     }
 
 

@@ -201,6 +201,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
     stop_spark = threading.Event()
     threads: list[threading.Thread] = []
     spark_stats: list[Any] = []
+    spark_jobs: list[int] = []  # Spark jobs (actions) each micro-batch ran
     # Last time each stage found nothing to do (Spark: no new input; mapping: no new results).
     idle = {"spark": 0.0, "esm": 0.0}
     with contextlib.ExitStack() as stack:
@@ -253,16 +254,20 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
 
         def spark_loop() -> None:
             # run_until's loop, keeping each batch's stats as it completes
+            tracker = job.spark.sparkContext.statusTracker()
             while not stop_spark.is_set():
+                jobs_before = len(tracker.getJobIdsForGroup())
                 st = job.run_once()
                 if st is None:
                     idle["spark"] = time.time()
                     stop_spark.wait(0.05)
                     continue
                 spark_stats.append(st)
+                spark_jobs.append(len(tracker.getJobIdsForGroup()) - jobs_before)
                 log(
                     f"e2e: spark batch {st.batch_id}: {st.input_records} inputs,"
-                    f" {st.margin_results} margin results, {st.duration_s:.1f}s"
+                    f" {st.margin_results} margin results, {st.duration_s:.1f}s,"
+                    f" {spark_jobs[-1]} Spark jobs"
                 )
 
         threads = [
@@ -365,6 +370,8 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         "spark_batches": len(steady_batches),
         "spark_batch_s_p50": percentile(spark_durations, 50),
         "spark_batch_s_max": max(spark_durations) if spark_durations else float("nan"),
+        "spark_jobs_per_batch": spark_jobs,
+        "spark_batch_s": [round(d, 1) for d in spark_durations],
         "spark_input_per_batch_p50": percentile(
             [float(b.input_records) for b in steady_batches], 50
         ),
