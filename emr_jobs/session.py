@@ -23,7 +23,9 @@ def build_local_session(
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.default.parallelism", "2")
-        .config("spark.sql.adaptive.enabled", "true")
+        # Local micro-batches are tiny: AQE's per-stage re-planning costs more than it saves
+        # (measured ~30% slower per batch). EMR keeps its default (on) for real volumes.
+        .config("spark.sql.adaptive.enabled", "false")
         .config("spark.driver.memory", "2g")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
     )
