@@ -122,7 +122,6 @@ def process_batch(
     base = st.last_committed(below=batch_id)
 
     records = parse.with_meta(batch_df).persist()
-    n_input = records.count()
     parsed = {t: parse.parse_topic(records, t) for t in parse.TOPIC_FIELDS}
     valid = {t: df.where(F.col("reason").isNull()) for t, df in parsed.items()}
     seen_old = st.load("seen", base)
@@ -350,26 +349,17 @@ def process_batch(
     )
 
     summary = out.agg(F.count(F.lit(1)).alias("n"), F.sum("n_positions").alias("pos")).collect()[0]
-    rejected_by_reason = {
-        r["reason"]: int(r["count"]) for r in rejected.groupBy("reason").count().collect()
-    }
-    accepted = {
-        t: int(c)
-        for t, c in records.where(F.col("topic").isin(*parse.TOPIC_FIELDS.keys()))
-        .groupBy("topic")
-        .count()
-        .collect()
-    }
-    for reason_topic in rejected.groupBy("topic").count().collect():
-        t = reason_topic["topic"]
-        if t in accepted:
-            accepted[t] -= int(reason_topic["count"])
-    dupes = (
-        accepted.get(names.TOPIC_FILLS, 0)
-        + accepted.get(names.TOPIC_CASH, 0)
-        - fills.count()
-        - cash.count()
-    )
+    # Counts for stats and metrics: three small jobs over persisted frames.
+    per_topic = {r["topic"]: int(r["count"]) for r in records.groupBy("topic").count().collect()}
+    rejected_by_reason: Dict[str, int] = {}
+    accepted = {t: c for t, c in per_topic.items() if t in parse.TOPIC_FIELDS}
+    for r in rejected.groupBy("topic", "reason").count().collect():
+        n_rej = int(r["count"])
+        rejected_by_reason[r["reason"]] = rejected_by_reason.get(r["reason"], 0) + n_rej
+        if r["topic"] in accepted:
+            accepted[r["topic"]] -= n_rej
+    applied = fills.select("topic").unionByName(cash.select("topic")).count()
+    dupes = accepted.get(names.TOPIC_FILLS, 0) + accepted.get(names.TOPIC_CASH, 0) - applied
 
     ctx.sink(outputs, batch_id)
     st.commit(batch_id, commit_extra)
@@ -377,7 +367,7 @@ def process_batch(
     n_acc = int(summary["n"])
     stats = BatchStats(
         batch_id=batch_id,
-        input_records=n_input,
+        input_records=sum(per_topic.values()),
         accepted=accepted,
         duplicates=dupes,
         rejected=rejected_by_reason,
@@ -390,7 +380,12 @@ def process_batch(
     if ctx.metrics is not None:
         ctx.metrics.write(
             batch_metrics(
-                n_input, n_acc, n_acc, rejected_by_reason, stats.duration_s * 1000.0, batch_id
+                stats.input_records,
+                n_acc,
+                n_acc,
+                rejected_by_reason,
+                stats.duration_s * 1000.0,
+                batch_id,
             )
         )
     for df in (out, fills, cash, records):
