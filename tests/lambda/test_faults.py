@@ -332,10 +332,25 @@ def test_history_write_failure_fails_the_batch_before_its_commit(
 def test_every_log_line_carries_a_correlation_id(
     deployment: Deployment, feed: Feed, capfd: pytest.CaptureFixture[str]
 ):
+    import io
+    import logging
+
+    # Powertools binds its handler to the sys.stdout of import time, which depends on test
+    # order under pytest's capture: point every log handler at a buffer for this test.
+    buf = io.StringIO()
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]
+    handlers = {h for lg in [*loggers, logging.getLogger()] for h in getattr(lg, "handlers", [])}
+    streams = [(h, h.setStream(buf)) for h in handlers if isinstance(h, logging.StreamHandler)]
     e = calc("ACC-L", 0, -40_000, book(50), "l1")
     capfd.readouterr()
-    deployment.send([*feed.records([e, e]), feed.record(raw=b"nope", account="ACC-L")])
-    lines = [json.loads(x) for x in capfd.readouterr().out.splitlines() if x.startswith('{"level"')]
+    try:
+        deployment.send([*feed.records([e, e]), feed.record(raw=b"nope", account="ACC-L")])
+    finally:
+        for h, old in streams:
+            if old is not None:
+                h.setStream(old)
+    out = buf.getvalue() + capfd.readouterr().out
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith('{"level"')]
     assert len(lines) >= 4
     assert all(x.get("correlation_id") for x in lines)
     dup = next(x for x in lines if x["message"] == "record not applied")
