@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -113,7 +113,7 @@ class DynamoStateRepository:
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
-            old: dict[str, Any] | None = e.response.get("Item")  # type: ignore[assignment]
+            old = cast("dict[str, Any] | None", e.response.get("Item"))
             if not old:  # should not happen with ALL_OLD; read it rather than guess
                 got = self.client.get_item(
                     TableName=self.table,
