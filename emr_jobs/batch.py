@@ -100,8 +100,8 @@ def _dedupe(valid: DataFrame, id_col: str, kind: str, seen: DataFrame) -> DataFr
 
 
 def _ordered_sum(df: DataFrame, keys: List[str], value: str, alias: str) -> DataFrame:
-    """Sum in (partition, offset) order so a replayed batch reproduces the same float bits."""
-    items = F.array_sort(F.collect_list(F.struct("partition", "offset", value)))
+    """Sum in (topic, partition, offset) order so a replayed batch reproduces the same bits."""
+    items = F.array_sort(F.collect_list(F.struct("topic", "partition", "offset", value)))
     return df.groupBy(*keys).agg(
         F.aggregate(items, F.lit(0.0), lambda acc, x: acc + x[value]).alias(alias)
     )
@@ -216,7 +216,13 @@ def process_batch(
 
     # --- accounts: cash and the newest contributing event time ---------------------------------
     acc_old = st.load("accounts", base)
-    cash_delta = _ordered_sum(cash, ["account_id"], "amount", "delta")
+    # Trade-date cash: a fill moves cash by -signed quantity x fill price (a buy on margin
+    # leaves a debit balance, a short sale credits its proceeds), a cash.v1 record by its amount.
+    moves = ["account_id", "topic", "partition", "offset"]
+    cash_moves = cash.select(*moves, F.col("amount").cast("double").alias("amount")).unionByName(
+        fills.select(*moves, (-F.col("signed") * F.col("price")).alias("amount"))
+    )
+    cash_delta = _ordered_sum(cash_moves, ["account_id"], "amount", "delta")
     acc_new = (
         acc_old.join(cash_delta, "account_id", "full")
         .join(
@@ -348,18 +354,17 @@ def process_batch(
         .unionByName(rejected_out)
     )
 
-    summary = out.agg(F.count(F.lit(1)).alias("n"), F.sum("n_positions").alias("pos")).collect()[0]
-    # Counts for stats and metrics: three small jobs over persisted frames.
-    per_topic = {r["topic"]: int(r["count"]) for r in records.groupBy("topic").count().collect()}
-    rejected_by_reason: Dict[str, int] = {}
+    counts = _batch_counts(records, rejected, fills, cash, out)
+    per_topic = counts.get("in", {})
+    rejected_by_reason = counts.get("rejected", {})
     accepted = {t: c for t, c in per_topic.items() if t in parse.TOPIC_FIELDS}
-    for r in rejected.groupBy("topic", "reason").count().collect():
-        n_rej = int(r["count"])
-        rejected_by_reason[r["reason"]] = rejected_by_reason.get(r["reason"], 0) + n_rej
-        if r["topic"] in accepted:
-            accepted[r["topic"]] -= n_rej
-    applied = fills.select("topic").unionByName(cash.select("topic")).count()
+    for t, n_rej in counts.get("rejected_topic", {}).items():
+        if t in accepted:
+            accepted[t] -= n_rej
+    applied = sum(counts.get("applied", {}).values())
     dupes = accepted.get(names.TOPIC_FILLS, 0) + accepted.get(names.TOPIC_CASH, 0) - applied
+    summary = {"n": counts.get("out", {}).get("accounts", 0),
+               "pos": counts.get("out", {}).get("positions", 0)}  # fmt: skip
 
     ctx.sink(outputs, batch_id)
     st.commit(batch_id, commit_extra)
@@ -391,3 +396,48 @@ def process_batch(
     for df in (out, fills, cash, records):
         df.unpersist()
     return stats
+
+
+def _batch_counts(
+    records: DataFrame, rejected: DataFrame, fills: DataFrame, cash: DataFrame, out: DataFrame
+) -> Dict[str, Dict[str, int]]:
+    """Every count a batch reports, in one Spark job (kind -> key -> n): each separate count was
+    a job of its own, and on a small batch the fixed cost per job dominates."""
+    n = F.count(F.lit(1)).cast("long")
+    rows = (
+        records.groupBy(F.lit("in").alias("kind"), F.col("topic").alias("key"))
+        .agg(n.alias("n"))
+        .unionByName(
+            rejected.groupBy(F.lit("rejected").alias("kind"), F.col("reason").alias("key")).agg(
+                n.alias("n")
+            )
+        )
+        .unionByName(
+            rejected.groupBy(
+                F.lit("rejected_topic").alias("kind"), F.col("topic").alias("key")
+            ).agg(n.alias("n"))
+        )
+        .unionByName(
+            fills.select("topic")
+            .unionByName(cash.select("topic"))
+            .groupBy(F.lit("applied").alias("kind"), F.col("topic").alias("key"))
+            .agg(n.alias("n"))
+        )
+        .unionByName(
+            out.agg(
+                n.alias("accounts"), F.sum("n_positions").cast("long").alias("positions")
+            ).select(
+                F.lit("out").alias("kind"),
+                F.explode(
+                    F.map_from_arrays(
+                        F.array(F.lit("accounts"), F.lit("positions")),
+                        F.array("accounts", F.coalesce("positions", F.lit(0).cast("long"))),
+                    )
+                ).alias("key", "n"),
+            )
+        )
+    )
+    result: Dict[str, Dict[str, int]] = {}
+    for r in rows.collect():
+        result.setdefault(r["kind"], {})[r["key"]] = int(r["n"])
+    return result

@@ -154,7 +154,10 @@ class LocalMarginJob:
 
     # --- sink -----------------------------------------------------------------------------------
     def _sink(self, outputs: DataFrame, batch_id: int) -> None:
-        for r in outputs.orderBy("topic", "key").toLocalIterator():
+        # One job: a local batch's outputs fit in the driver, and an ordered toLocalIterator
+        # would add a sampling job plus a job per partition.
+        rows = sorted(outputs.collect(), key=lambda r: (r["topic"], r["key"] or ""))
+        for r in rows:
             self._producer.produce(
                 r["topic"],
                 key=r["key"].encode("utf-8") if r["key"] is not None else None,

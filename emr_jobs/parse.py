@@ -109,10 +109,12 @@ def _reason(topic: str, j: Column, raw: Column) -> Column:
     if topic == names.TOPIC_FILLS:
         rules.append((j["quantity"] <= 0, "non_positive_quantity"))
         rules.append((~j["side"].isin(*SIDES), "unknown_side"))
-    expr = F.lit(None).cast("string")
-    for cond, reason in reversed(rules):
-        expr = F.when(cond, F.lit(reason)).otherwise(expr)
-    return expr
+    # One flat CASE WHEN with a branch per rule (first match wins). Nesting one CASE per rule
+    # instead made Catalyst's expression rewrites quadratic: ~2 s of optimizer time per plan.
+    expr = F.when(rules[0][0], F.lit(rules[0][1]))
+    for cond, reason in rules[1:]:
+        expr = expr.when(cond, F.lit(reason))
+    return expr.otherwise(F.lit(None).cast("string"))
 
 
 def with_meta(batch_df: DataFrame) -> DataFrame:

@@ -155,12 +155,11 @@ class MarketSimulator:
 
     # -- the session ---------------------------------------------------------------------------
     def _build(self) -> None:
+        # Ten steps: each is one Spark micro-batch in the demo, and on two cores a micro-batch
+        # costs seconds, so the session is told in few, meaningful moves.
         t = SESSION_OPEN
-        opening = Step("opening prices", t - timedelta(seconds=1))
-        self._ticks(opening, dict.fromkeys(self.symbols, 0.0))
-        self.steps.append(opening)
-
-        books = Step("deposits and opening fills", t)
+        books = Step("opening: prices, deposits, fills", t)
+        self._ticks(books, dict.fromkeys(self.symbols, 0.0))
         high_beta = sorted(self.symbols, key=lambda s: -self.beta[s])
         for a in self.accounts:
             self._open_book(books, a, high_beta)
@@ -171,19 +170,19 @@ class MarketSimulator:
             self.duplicates_sent += 1
         self.steps.append(books)
 
-        for k in range(6):  # a calm morning: +/-0.4% noise every 15 minutes
-            step = Step(f"morning {k + 1}", t + timedelta(minutes=15 * (k + 1)))
+        for k in range(2):  # a calm morning: +/-0.4% noise every 45 minutes
+            step = Step(f"morning {k + 1}", t + timedelta(minutes=45 * (k + 1)))
             self._ticks(step, {s: self.rng.uniform(-0.004, 0.004) for s in self.symbols})
             self.steps.append(step)
 
         self._bad_records(self.steps[-1])
 
         sell_start = t + timedelta(minutes=95)
-        for k in range(4):  # the sell-off: SPY -1.75% per step, beta-weighted, some noise
-            step = Step(f"sell-off {k + 1}", sell_start + timedelta(minutes=5 * k))
+        for k in range(3):  # the sell-off: SPY -2.33% per step, beta-weighted, some noise
+            step = Step(f"sell-off {k + 1}", sell_start + timedelta(minutes=7 * k))
             self._ticks(
                 step,
-                {s: self.beta[s] * -0.0175 + self.rng.uniform(-0.002, 0.002) for s in self.symbols},
+                {s: self.beta[s] * -0.0233 + self.rng.uniform(-0.002, 0.002) for s in self.symbols},
             )
             self.steps.append(step)
 
@@ -201,7 +200,7 @@ class MarketSimulator:
                     self._deposit(cures, a, round(deficiency * 1.5 + 1_000.0, 2))
         self.steps.append(cures)
 
-        for k, minutes in enumerate((50, 70, 100, 160)):  # the afternoon drifts sideways
+        for k, minutes in enumerate((70, 160)):  # the afternoon drifts sideways
             step = Step(f"afternoon {k + 1}", sell_start + timedelta(minutes=minutes))
             self._ticks(step, {s: self.rng.uniform(-0.002, 0.002) for s in self.symbols})
             self.steps.append(step)

@@ -70,10 +70,21 @@ def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
             spark=spark,
         ) as job,
     ):
-        # Batch 0: fills (one redelivered) plus five bad records, and a deposit for B
+        # Batch 0: fills (one redelivered) plus five bad records, and deposits for A and B
         produce_many(
             broker,
             [
+                (
+                    names.TOPIC_CASH,
+                    "A",
+                    {
+                        "txn_id": "TA",
+                        "account_id": "A",
+                        "amount": 50000.0,
+                        "timestamp": "2026-02-16T14:29:00Z",
+                        "correlation_id": "c-TA",
+                    },
+                ),
                 (names.TOPIC_FILLS, "A", F1),
                 (names.TOPIC_FILLS, "A", F2),
                 (names.TOPIC_FILLS, "A", F1),
@@ -89,7 +100,7 @@ def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
                     {
                         "txn_id": "TB",
                         "account_id": "B",
-                        "amount": 10000.0,
+                        "amount": 1000.0,
                         "timestamp": "2026-02-16T14:30:10Z",
                         "correlation_id": "c-TB",
                     },
@@ -159,15 +170,17 @@ def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
         assert h[names.HEADER_ORIGIN_TS].decode() == v["origin_ts"]
         by_acc.setdefault(k, []).append(v)
 
-    # A: 1000 AAPL long @ 50 and 100 PENNY short @ 4 (marked at fill prices), cash 0:
-    #    LMV 50,000, SMV 400, equity 49,600, req 12,500 + max(2.50 x 100, 100% x 400) = 12,900
-    # then AAPL at 30: LMV 30,000, equity 29,600, req 7,500 + 400 = 7,900
-    # then -25,000 cash: equity 4,600, excess -3,300, deficiency 3,300
+    # Trade-date cash: fills move cash by -signed quantity x price.
+    # A: deposits 50,000, buys 1000 AAPL @ 50, shorts 100 PENNY @ 4 (marked at fill prices):
+    #    cash 50,000 - 50,000 + 400 = 400, LMV 50,000, SMV 400, equity 50,000,
+    #    req 12,500 + max(2.50 x 100, 100% x 400) = 12,900
+    # then AAPL at 30: LMV 30,000, equity 30,000, req 7,500 + 400 = 7,900
+    # then -25,000 cash: equity 5,000, excess -2,900, deficiency 2,900
     a = by_acc["A"]
     assert [money(v) for v in a] == [
-        (50000.0, 400.0, 49600.0, 12900.0, 36700.0, 0.0),
-        (30000.0, 400.0, 29600.0, 7900.0, 21700.0, 0.0),
-        (30000.0, 400.0, 4600.0, 7900.0, -3300.0, 3300.0),
+        (50000.0, 400.0, 50000.0, 12900.0, 37100.0, 0.0),
+        (30000.0, 400.0, 30000.0, 7900.0, 22100.0, 0.0),
+        (30000.0, 400.0, 5000.0, 7900.0, -2900.0, 2900.0),
     ]
     assert [v["timestamp"] for v in a] == [
         "2026-02-16T14:30:05Z",
@@ -179,20 +192,21 @@ def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
         "prices.v1:AAPL:2026-02-16T14:31:00Z",
         "c-T1",
     ]
-    assert [v["input_count"] for v in a] == [2, 1, 1]
+    assert [v["input_count"] for v in a] == [3, 1, 1]
     assert len({v["event_id"] for v in a}) == 3
 
-    # B: short 1000 XYZ @ 6 with 10,000 cash: SMV 6,000, equity 4,000, req max(5,000, 1,800)
-    # then XYZ at $4 (< $5): SMV 4,000, equity 6,000, req max(2,500, 100% x 4,000) = 4,000
+    # B: deposits 1,000, shorts 1000 XYZ @ 6: cash 7,000, SMV 6,000, equity 1,000,
+    #    req max(5.00 x 1000, 30% x 6,000) = 5,000, deficiency 4,000
+    # then XYZ at $4 (< $5): SMV 4,000, equity 3,000, req max(2.50 x 1000, 100% x 4,000) = 4,000
     assert [money(v) for v in by_acc["B"]] == [
-        (0.0, 6000.0, 4000.0, 5000.0, -1000.0, 1000.0),
-        (0.0, 4000.0, 6000.0, 4000.0, 2000.0, 0.0),
+        (0.0, 6000.0, 1000.0, 5000.0, -4000.0, 4000.0),
+        (0.0, 4000.0, 3000.0, 4000.0, -1000.0, 1000.0),
     ]
 
     # Stress of A's last calculation matches margin_risk, worst scenario included
     last_a = [v for k, v, _ in stress if k == "A"][-1]
     ref = stress_table(
-        -25000.0, [Holding("AAPL", 1000, 30.0, 1.2), Holding("PENNY", -100, 4.0, 1.0)]
+        -24600.0, [Holding("AAPL", 1000, 30.0, 1.2), Holding("PENNY", -100, 4.0, 1.0)]
     )
     assert [cents(s["stressed_deficiency"]) for s in last_a["scenarios"]] == [
         cents(r.result.deficiency) for r in ref
@@ -272,5 +286,7 @@ def test_restart_after_a_crash_replays_the_batch_without_losing_or_repeating_a_f
     assert after is not None and after.batch_id == 1 and after.accepted == {"fills.v1": 1}
     # The crashed attempt and the replay emitted the same event (same id: consumers dedupe)
     assert [v["long_market_value"] for v in margin] == [10000.0, 10000.0, 15000.0]
+    # and the purchases' cash moved once each: cash -15,000 against 15,000 of stock
+    assert [v["equity"] for v in margin] == [0.0, 0.0, 0.0]
     assert margin[0]["event_id"] == margin[1]["event_id"]
     assert margin[2]["event_id"] != margin[0]["event_id"]
