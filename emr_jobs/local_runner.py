@@ -69,11 +69,14 @@ class LocalMarginJob:
                 "enable.partition.eof": False,
             }
         )
+        # Watermark queries on the fetching consumer wait behind its long-poll fetch (0.5 s
+        # each, measured); a second client that never fetches answers them in milliseconds.
+        self._meta = Consumer({"bootstrap.servers": bootstrap, "group.id": "margin-job-local-meta"})
         self._assigned: Optional[Offsets] = None
 
     # --- source ---------------------------------------------------------------------------------
     def _partitions(self) -> List[Tuple[str, int]]:
-        md = self._consumer.list_topics(timeout=10)
+        md = self._meta.list_topics(timeout=10)
         out: List[Tuple[str, int]] = []
         for topic in SOURCE_TOPICS:
             tmd = md.topics.get(topic)
@@ -126,8 +129,14 @@ class LocalMarginJob:
             if not got:
                 # The first fetch after assign() can take longer than one poll: only an empty
                 # poll after data, or a whole idle_timeout without any, ends an unplanned batch.
-                if end is None and (msgs or time.monotonic() > idle_deadline):
+                if end is None and msgs:
                     break
+                if end is None and time.monotonic() > idle_deadline:
+                    # A fresh consumer's first fetch can outlast the idle timeout (seen under
+                    # load): give up only when the broker really has nothing past `start`.
+                    if self._backlog(start) == 0:
+                        break
+                    idle_deadline = time.monotonic() + self.idle_timeout_s
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"could not re-read planned range {end}")
         # After a planned replay the consumer may have fetched past the plan's end: re-seek.
@@ -151,6 +160,20 @@ class LocalMarginJob:
                 )
             )
         return self.spark.createDataFrame(rows, KAFKA_BATCH_SCHEMA)
+
+    def pending(self) -> int:
+        """Input records not yet in a committed batch: the broker's high watermarks minus the
+        offsets of the last commit. Lets a caller settle without waiting out an idle timeout."""
+        return self._backlog(self._committed_offsets()[1])
+
+    def _backlog(self, start: Offsets) -> int:
+        n = 0
+        for topic, p in self._partitions():
+            low, high = self._meta.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=5, cached=False
+            )
+            n += max(0, high - max(low, start.get(_tp_key(topic, p), 0)))
+        return n
 
     # --- sink -----------------------------------------------------------------------------------
     def _sink(self, outputs: DataFrame, batch_id: int) -> None:
@@ -202,7 +225,12 @@ class LocalMarginJob:
 
     def close(self) -> None:
         self._consumer.close()
-        self._producer.flush(10)
+        self._meta.close()
+        # Drop the producer now, not at garbage collection: its librdkafka threads would
+        # otherwise log "connection refused" when the broker stops before them.
+        producer = self.__dict__.pop("_producer", None)
+        if producer is not None:
+            producer.flush(10)
 
     def __enter__(self) -> LocalMarginJob:
         return self

@@ -36,11 +36,12 @@ class DemoOptions:
     seed: int = 7
     run_dir: Path = Path(".local/demo")
     summary_json: Path | None = None
-    batch_size: int = 100
+    batch_size: int = 500  # the prod stage's event source mapping (cdk.json)
     window_seconds: float = 0.2
     partitions: int = 2
     deadline_seconds: int = DEMO_DEADLINE_SECONDS
     quiet: bool = False
+    warm_up_spark: bool = True  # tests that do not read latencies skip it (~20 s)
     # test hook: kill the Spark job in the middle of this step's micro-batch, then restart it
     crash_spark_at_step: int | None = None
 
@@ -190,6 +191,8 @@ class Demo:
             spark = SparkStage(broker.bootstrap, run_dir, o)
             stack.callback(spark.stop)
             self.say(f"spark: margin job in local[2] ({spark.startup_seconds:.1f}s to start)")
+            if o.warm_up_spark:
+                self.say(f"spark: warmed up on a throwaway session in {spark.warm_up():.1f}s")
             esm = LocalEventSourceMapping(
                 broker.bootstrap,
                 invoke,
@@ -199,15 +202,22 @@ class Demo:
             )
             stack.callback(esm.close)
             producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+            # Sequential on purpose: the mapping on its own thread made each Spark batch twice
+            # as slow (the handler and moto hold the GIL the py4j calls wait for).
             for n, step in enumerate(sim.steps, start=1):
                 self.summary.events_in += _produce(producer, step)
+                t0 = time.monotonic()
                 spark.settle(crash=o.crash_spark_at_step == n)
+                t1 = time.monotonic()
                 esm.drain()
                 self.say(
-                    f"[{n:2d}/{len(sim.steps)}] {step.name:<27} events in"
+                    f"[{n:2d}/{len(sim.steps)}] {step.name:<32} events in"
                     f" {self.summary.events_in:5d}  margin results {spark.margin_results:5d}"
-                    f"  results delivered to enforcement {esm.stats.records_delivered:5d}"
+                    f"  delivered to enforcement {esm.stats.records_delivered:5d}"
+                    f"  (spark {t1 - t0:4.1f}s, enforcement {time.monotonic() - t1:4.1f}s)"
                 )
+            producer.flush(30)
+            del producer  # its librdkafka threads go now, before the broker stops
             self.summary.duplicate_fills_sent = sim.duplicates_sent
             self.summary.margin_results = spark.margin_results
             self.summary.stress_results = spark.stress_results

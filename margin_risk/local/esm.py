@@ -101,7 +101,10 @@ class LocalEventSourceMapping:
                 "enable.partition.eof": False,
             }
         )
-        md = self.consumer.list_topics(timeout=10)
+        # Watermark queries on the fetching consumer wait behind its long-poll fetch (~0.5 s
+        # each, measured); a client that never fetches answers them in milliseconds.
+        self._meta = Consumer({"bootstrap.servers": bootstrap, "group.id": "local-esm-meta"})
+        md = self._meta.list_topics(timeout=10)
         self.partitions = [
             TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in md.topics[t].partitions
         ]
@@ -109,6 +112,7 @@ class LocalEventSourceMapping:
 
     def close(self) -> None:
         self.consumer.close()
+        self._meta.close()
 
     def _lag(self) -> int:
         """Messages not yet delivered, from the broker's high watermarks and our positions."""
@@ -117,7 +121,7 @@ class LocalEventSourceMapping:
             [TopicPartition(tp.topic, tp.partition) for tp in self.partitions]
         )
         for pos in positions:
-            _, high = self.consumer.get_watermark_offsets(pos, timeout=5, cached=False)
+            _, high = self._meta.get_watermark_offsets(pos, timeout=5, cached=False)
             offset = pos.offset if pos.offset >= 0 else 0
             lag += max(0, high - offset)
         return lag

@@ -106,9 +106,24 @@ class Broker:
         self.stop()
 
 
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _wait_ready(bootstrap: str, process: subprocess.Popen[bytes], timeout: float) -> None:
     """Poll the admin API until the broker answers metadata requests (no fixed sleep)."""
     deadline = time.monotonic() + timeout
+    host, _, port = bootstrap.rpartition(":")
+    while not _accepts(host, int(port)):  # a TCP probe first: librdkafka logs each refusal
+        if process.poll() is not None:
+            raise RuntimeError(f"tansu exited with code {process.returncode} during start-up")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"tansu at {bootstrap} not listening after {timeout}s")
+        time.sleep(0.05)
     admin = AdminClient(
         {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000}
     )
