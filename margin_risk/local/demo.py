@@ -415,7 +415,11 @@ def run_demo(args: argparse.Namespace) -> int:
     summary = Demo(opts, sys.stdout).run()
     print_summary(summary, sys.stdout)
     if opts.summary_json is not None:
-        opts.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        opts.summary_json.write_text(json.dumps(asdict(summary), indent=2), encoding="utf-8")
+        write_summary_json(summary, opts.summary_json)
         print(f"summary written to {opts.summary_json}")
     return 0
+
+
+def write_summary_json(summary: Summary, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(summary), indent=2), encoding="utf-8")
