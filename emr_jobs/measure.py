@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -94,5 +93,10 @@ def main(accounts: int = 20_000, per_account: int = 5) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    print(json.dumps(main(*args), indent=2))
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m emr_jobs.measure", description=__doc__)
+    ap.add_argument("accounts", type=int, nargs="?", default=20_000)
+    ap.add_argument("positions", type=int, nargs="?", default=5, help="positions per account")
+    ns = ap.parse_args()
+    print(json.dumps(main(ns.accounts, ns.positions), indent=2))
