@@ -332,6 +332,8 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
                 break
             time.sleep(0.1)
         drained = esm_idle > 0.0
+        producer.flush(10)
+        del producer  # its librdkafka threads go now, before the broker stops
         drain_s = (esm_idle if drained else time.time()) - t_end
         with decisions.lock:
             samples = [x for x in decisions.samples if x[0] - x[1] >= t_start]
