@@ -498,6 +498,8 @@ class EnforcementService:
         now = self.clock()
         for d in final_decisions:
             self.metrics.add(names.DECISION_METRIC[d.event_type], "Count", 1)
+            if d.event_type == names.EVENT_MARGIN_CALL_ISSUED:  # the risk dashboard's $ at risk
+                self.metrics.add(names.METRIC_TOTAL_DEFICIENCY, "None", d.details.deficiency)
             trigger = d.event_id.rsplit(":", 1)[0]
             start = origin.get(trigger, d.timestamp)
             latency_ms = max(0.0, (now - start).total_seconds() * 1000.0)

@@ -108,6 +108,8 @@ def test_calls_cures_liquidations_and_stress_land_everywhere(deployment: Deploym
     assert deployment.metric_total(names.METRIC_LIQUIDATIONS) == 1
     assert deployment.metric_total(names.METRIC_MARGIN_CALLS_MET) == 1
     assert deployment.metric_total(names.METRIC_STRESS_BREACHES) == 1
+    # the deficiencies of the two new calls: 2,500 (ACC-CURE) + 22,500 (ACC-LIQ)
+    assert deployment.metric_total(names.METRIC_TOTAL_DEFICIENCY) == 25_000.0
     assert deployment.metric_total(names.METRIC_BATCH_SIZE) == 7
     blobs = deployment.metrics()
     assert all(
