@@ -14,7 +14,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,10 @@ from margin_risk.config import EnforcementConfig
 from margin_risk.enforcement import AccountState
 from margin_risk.local.moto_server import Provisioned, provision
 from margin_risk.models import AuditEvent, MarginCalc, StressResult
-from margin_risk.rules import Holding, compute_margin
-from margin_risk.stress import stress_table, worst_scenario
+from margin_risk.rules import Holding
+from tests.factories import margin_calc, stress_result
 
-T0 = datetime(2026, 2, 16, 14, 30, tzinfo=UTC)
 PARTITIONS = 3
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 def book(
@@ -51,43 +45,16 @@ def calc(
     account: str, seconds: float, cash: float, holdings: list[Holding], eid: str, **extra: Any
 ) -> MarginCalc:
     """A margin.calc.v1 record computed with the reference rules from a real book."""
-    r = compute_margin(cash, holdings)
-    return MarginCalc(
-        event_id=eid,
-        account_id=account,
-        timestamp=at(seconds),
-        equity=r.equity,
-        maintenance_req=r.maintenance_req,
-        excess=r.excess,
-        deficiency=r.deficiency,
-        long_market_value=r.long_market_value,
-        short_market_value=r.short_market_value,
-        correlation_id=f"corr-{eid}",
-        **extra,
+    return margin_calc(
+        account, seconds, cash, holdings, event_id=eid, correlation_id=f"corr-{eid}", **extra
     )
 
 
 def stress(
     account: str, seconds: float, cash: float, holdings: list[Holding], eid: str
 ) -> StressResult:
-    rows = stress_table(cash, holdings)
-    w = worst_scenario(rows)
-    return StressResult(
-        event_id=eid,
-        account_id=account,
-        timestamp=at(seconds),
-        scenarios=[
-            {
-                "scenario": r.scenario,
-                "stressed_equity": r.result.equity,
-                "stressed_maintenance_req": r.result.maintenance_req,
-                "stressed_deficiency": r.result.deficiency,
-            }
-            for r in rows
-        ],
-        worst_scenario=w.scenario,
-        worst_deficiency=w.result.deficiency,
-        correlation_id=f"corr-{eid}",
+    return stress_result(
+        account, seconds, cash, holdings, event_id=eid, correlation_id=f"corr-{eid}"
     )
 
 
