@@ -309,7 +309,13 @@ class Demo:
                 "decisions": [r["event_type"] for r in trace],
             }
 
-        latencies = _metric_values(run_dir / "metrics", names.METRIC_E2E_LATENCY)
+        from dashboards.local_metrics import load_metrics_dir
+
+        latencies = [
+            p.value
+            for p in load_metrics_dir(run_dir / "metrics").points
+            if p.name == names.METRIC_E2E_LATENCY and p.namespace == names.METRICS_NAMESPACE
+        ]
         s.latency_ms_p50 = _round(percentile(latencies, 50))
         s.latency_ms_p95 = _round(percentile(latencies, 95))
         s.latency_ms_p99 = _round(percentile(latencies, 99))
@@ -335,23 +341,6 @@ def _restore_env(saved: dict[str, str]) -> None:
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
-
-
-def _metric_values(metrics_dir: Path, name: str) -> list[float]:
-    """Every value of one metric in the EMF files (Powertools writes a list per flush)."""
-    out: list[float] = []
-    for f in sorted(metrics_dir.glob("*.jsonl")):
-        for line in f.read_text(encoding="utf-8").splitlines():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            v = obj.get(name) if isinstance(obj, dict) and "_aws" in obj else None
-            if isinstance(v, list):
-                out.extend(float(x) for x in v)
-            elif isinstance(v, int | float):
-                out.append(float(v))
-    return out
 
 
 class _SqsOnFailure:
