@@ -11,13 +11,19 @@ times an hour.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from margin_risk import names
-from stacks.config import stack_name
+from margin_risk.settings import load_house_settings
+from stacks.config import CONTEXT_ENVIRONMENTS, load_environments, stack_name
+
+CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
 LIVE_STATES = frozenset({"SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED", "CANCELLING"})
 # The Spark Kafka connector and the MSK IAM login module are not part of the EMR Serverless image;
@@ -41,8 +47,13 @@ def job_run_request(
     *,
     max_failures_per_hour: int = 5,
     client_token: str | None = None,
+    params_json: str | None = None,
 ) -> dict[str, Any]:
-    """The StartJobRun request, from the processing stack's outputs and the bootstrap string."""
+    """The StartJobRun request, from the processing stack's outputs and the bootstrap string.
+
+    The arguments are `emr_jobs.entrypoint.parse_args`'s (a test parses them with it): MSK IAM
+    is the entry point's default, and ``params_json`` carries the environment's house margin
+    settings, so the job computes with the same rates as the Lambda's MR_ variables."""
     submit = " ".join(
         [
             f"--conf spark.submit.pyFiles={processing['PyFilesUri']}",
@@ -61,17 +72,32 @@ def job_run_request(
             "sparkSubmit": {
                 "entryPoint": processing["EntryPointUri"],
                 "entryPointArguments": [
-                    "--bootstrap-servers",
+                    "--bootstrap",
                     bootstrap_servers,
-                    "--kafka-auth",
-                    "iam",
-                    "--checkpoint",
+                    "--checkpoint-dir",
                     processing["CheckpointUri"],
+                    *(["--params-json", params_json] if params_json else []),
                 ],
                 "sparkSubmitParameters": submit,
             }
         },
     }
+
+
+def house_margin_params_json(env: str, cdk_json: Path = CDK_JSON) -> str:
+    """The margin parameters of one environment: the house defaults with that environment's
+    ``house_settings`` (the MR_ variables the Lambda gets) applied, as the job's --params-json."""
+    context = json.loads(cdk_json.read_text(encoding="utf-8"))["context"]
+    cfg = load_environments(context.get(CONTEXT_ENVIRONMENTS))[env]
+    overrides = {k: v for k, v in cfg.house_settings.items() if k.startswith("MR_MARGIN__")}
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MR_")}
+    try:
+        os.environ.update(overrides)
+        return load_house_settings().margin.to_params().to_json()
+    finally:
+        for k in overrides:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
 
 
 def stop_live_runs(
@@ -132,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         processing,
         streaming["BootstrapServers"],
         max_failures_per_hour=args.max_failures_per_hour,
+        params_json=house_margin_params_json(args.env),
     )
     run = emr.start_job_run(**request)
     print(f"cancelled {cancelled or 'none'}; started job run {run['jobRunId']} (STREAMING)")

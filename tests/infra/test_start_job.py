@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emr_jobs import entrypoint
 from margin_risk import names
-from stacks.start_job import job_run_request, stop_live_runs
+from margin_risk.params import MarginParams
+from stacks.start_job import house_margin_params_json, job_run_request, stop_live_runs
+
+REPO = Path(__file__).resolve().parents[2]
 
 OUTPUTS = {
     "ApplicationId": "app-1",
@@ -59,9 +66,31 @@ def test_request_is_a_streaming_run_with_the_deployed_code_and_checkpoint() -> N
     submit = req["jobDriver"]["sparkSubmit"]
     assert submit["entryPoint"] == OUTPUTS["EntryPointUri"]
     assert "spark.submit.pyFiles=s3://assets/pyfiles.zip" in submit["sparkSubmitParameters"]
-    args = submit["entryPointArguments"]
-    assert args[args.index("--bootstrap-servers") + 1] == "b-1:9098,b-2:9098"
-    assert args[args.index("--checkpoint") + 1] == OUTPUTS["CheckpointUri"]
+    # The arguments are the entry point's own: the job would die on an unknown flag
+    args = entrypoint.parse_args(submit["entryPointArguments"])
+    assert args.bootstrap == "b-1:9098,b-2:9098"
+    assert args.checkpoint_dir == OUTPUTS["CheckpointUri"]
+    assert args.no_iam is False  # MSK IAM
+    assert args.params_json is None
+
+
+def test_the_environments_house_margin_settings_reach_the_job(tmp_path, monkeypatch) -> None:
+    ctx = json.loads((REPO / "cdk.json").read_text())
+    ctx["context"]["environments"]["dev"]["house_settings"] = {
+        "MR_MARGIN__LONG_RATE": "0.30",
+        "MR_POLICY__CALL_DEADLINE_SECONDS": "600",  # a Lambda-only setting: not the job's
+    }
+    cdk_json = tmp_path / "cdk.json"
+    cdk_json.write_text(json.dumps(ctx))
+    monkeypatch.setenv("MR_MARGIN__SHORT_RATE", "0.99")  # the operator's shell must not leak in
+    params_json = house_margin_params_json("dev", cdk_json)
+    req = job_run_request(OUTPUTS, "b:9098", client_token="t", params_json=params_json)
+    args = entrypoint.parse_args(req["jobDriver"]["sparkSubmit"]["entryPointArguments"])
+    params = MarginParams.from_json(args.params_json)
+    assert params.long_rate == 0.30
+    assert params.short_rate == MarginParams().short_rate == 0.30
+    assert os.environ["MR_MARGIN__SHORT_RATE"] == "0.99"  # and the shell is left as it was
+    assert "MR_MARGIN__LONG_RATE" not in os.environ
 
 
 def test_live_runs_of_the_job_are_cancelled_before_a_new_start() -> None:
