@@ -113,3 +113,19 @@ def test_a_run_that_will_not_stop_times_out() -> None:
 
     with pytest.raises(TimeoutError):
         stop_live_runs(Stuck({"old": (names.EMR_JOB_NAME, "RUNNING")}), "a", timeout_s=0, poll_s=0)
+
+
+def test_the_request_is_accepted_by_the_emr_serverless_api(aws_endpoint) -> None:
+    """The embedded endpoint validates the request's shape (moto's runs finish at once, so the
+    live-run cancelling above needs the fake)."""
+    import boto3
+
+    emr = boto3.client("emr-serverless")
+    app = emr.create_application(name="margin", releaseLabel="emr-7.10.0", type="SPARK")
+    outputs = {**OUTPUTS, "ApplicationId": app["applicationId"]}
+    params_json = house_margin_params_json("dev")
+    run = emr.start_job_run(**job_run_request(outputs, "b-1:9098", params_json=params_json))
+    got = emr.get_job_run(applicationId=app["applicationId"], jobRunId=run["jobRunId"])["jobRun"]
+    assert got["name"] == names.EMR_JOB_NAME
+    args = entrypoint.parse_args(got["jobDriver"]["sparkSubmit"]["entryPointArguments"])
+    assert MarginParams.from_json(args.params_json) == MarginParams()
