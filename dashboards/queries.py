@@ -33,8 +33,9 @@ QUERIES: tuple[LogQuery, ...] = (
         "Every log line of one margin call, from the Spark job to the Lambda's decision.",
         "fields @timestamp, service, level, message, event_id, account_id, event_type,"
         " xray_trace_id, @log\n"
-        # The Lambda's Powertools correlation_id is its batch id; per-record ids appear in the
-        # message (decisions, rejects), so match the id anywhere in the line as well.
+        # The Lambda logs each decision (and each record not applied) under the record's own
+        # correlation_id, its other lines under the batch id; rejects carry the id in the
+        # message, so match the id anywhere in the line as well.
         f'| filter correlation_id = "{CORRELATION_PLACEHOLDER}"'
         f' or @message like "{CORRELATION_PLACEHOLDER}"\n'
         "| sort @timestamp asc\n"

@@ -497,6 +497,19 @@ class EnforcementService:
         result.failed = sorted(v.coordinate for v in valid if v.event.account_id in failed_set)
         now = self.clock()
         for d in final_decisions:
+            # One line per committed decision under its own correlation id, so the Logs
+            # Insights trace query finds a margin call in the Lambda's logs, not only in Athena.
+            log.info(
+                "decision",
+                extra={
+                    "correlation_id": d.correlation_id,
+                    "event_id": d.event_id,
+                    "event_type": d.event_type,
+                    "account_id": d.account_id,
+                    "deficiency": d.details.deficiency,
+                    "batch_id": result.batch_id,
+                },
+            )
             self.metrics.add(names.DECISION_METRIC[d.event_type], "Count", 1)
             if d.event_type == names.EVENT_MARGIN_CALL_ISSUED:  # the risk dashboard's $ at risk
                 self.metrics.add(names.METRIC_TOTAL_DEFICIENCY, "None", d.details.deficiency)

@@ -355,4 +355,13 @@ def test_every_log_line_carries_a_correlation_id(
     assert all(x.get("correlation_id") for x in lines)
     dup = next(x for x in lines if x["message"] == "record not applied")
     assert dup["correlation_id"] == "corr-l1" and dup["outcome"] == "duplicate"
+    # each decision is logged once under its own correlation id (the trace query's key)
+    decided = {x["event_id"]: x for x in lines if x["message"] == "decision"}
+    assert set(decided) == {"l1:MARGIN_CALL_ISSUED"}  # equity 10,000 < requirement 12,500
+    call = decided["l1:MARGIN_CALL_ISSUED"]
+    assert (call["correlation_id"], call["account_id"], call["deficiency"]) == (
+        "corr-l1",
+        "ACC-L",
+        2_500.0,
+    )
     assert all(x["function_name"] == names.ENFORCEMENT_FUNCTION for x in lines)
