@@ -30,11 +30,18 @@ class InputError(Exception):
     """A problem with the user's input, reported as one line."""
 
 
-def _read_json(path: str) -> Any:
+def read_text(path: str) -> str:
+    """The file as UTF-8 text, or an InputError naming what is wrong with it."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
+
+
+def _read_json(path: str) -> Any:
+    text = read_text(path)
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except _NonFinite as e:
@@ -108,10 +115,7 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
 
 def read_events(path: str) -> list[EnforcementInput]:
     """Validate every line first, so a bad file produces no output at all."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
+    lines = read_text(path).splitlines()
     events: list[EnforcementInput] = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -147,9 +151,20 @@ def _cmd_rebuild_state(args: argparse.Namespace) -> int:
 
     source: str = args.source
     if source.startswith("s3://"):
+        from botocore.exceptions import BotoCoreError, ClientError
+
         from margin_risk.adapters.audit_reader import read_audit_s3
 
-        events = read_audit_s3(source)
+        try:
+            events = read_audit_s3(source)
+        except (BotoCoreError, ClientError) as e:
+            raise InputError(f"{source}: cannot read: {e}") from e
+        except ValidationError as e:
+            raise InputError(f"{source}: bad audit record: {describe_error(e)}") from e
+        except UnicodeDecodeError as e:
+            raise InputError(f"{source}: an audit object is not UTF-8 text ({e.reason})") from e
+        except ValueError as e:  # not an s3://bucket/prefix URI
+            raise InputError(str(e)) from e
     else:
         root = Path(source)
         if not root.is_dir():
@@ -160,6 +175,10 @@ def _cmd_rebuild_state(args: argparse.Namespace) -> int:
             events = read_audit_dir(root)
         except ValidationError as e:
             raise InputError(f"{source}: bad audit record: {describe_error(e)}") from e
+        except OSError as e:
+            raise InputError(f"{e.filename or source}: cannot read: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise InputError(f"{source}: an audit file is not UTF-8 text ({e.reason})") from e
     print(dumps_views(rebuild_state(events)))
     return 0
 

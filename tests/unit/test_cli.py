@@ -189,3 +189,36 @@ def test_rebuild_state_from_a_local_audit_dir(tmp_path, capsys):
 def test_rebuild_state_rejects_a_missing_dir(capsys):
     code, _, err = run(capsys, "rebuild-state", "/nonexistent/dir")
     assert code != 0 and "not a directory" in err
+
+
+@pytest.mark.parametrize("command", ["what-if", "replay"])
+def test_a_file_that_is_not_utf8_text_gets_one_line(tmp_path, capsys, command):
+    p = tmp_path / "latin1.json"
+    p.write_bytes('{"account_id": "Zürich"}'.encode("latin-1"))
+    code, out, err = run(capsys, command, str(p))
+    assert code != 0 and out == ""
+    assert "not UTF-8 text" in err and len(err.strip().splitlines()) == 1
+
+
+def test_rebuild_state_rejects_an_audit_dir_with_a_binary_file(tmp_path, capsys):
+    part = tmp_path / "audit" / "year=2026"
+    part.mkdir(parents=True)
+    (part / "batch-1.jsonl").write_bytes(b"\xff\xfe\x00")
+    code, out, err = run(capsys, "rebuild-state", str(tmp_path / "audit"))
+    assert code != 0 and out == ""
+    assert "not UTF-8 text" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("uri", "needle"),
+    [
+        ("s3://", "expected s3://bucket/prefix"),
+        ("s3://no-such-audit-bucket/audit/", "NoSuchBucket"),
+    ],
+)
+def test_rebuild_state_reports_an_unreadable_s3_prefix_in_one_line(
+    aws_endpoint, capsys, uri, needle
+):
+    code, out, err = run(capsys, "rebuild-state", uri)
+    assert code != 0 and out == ""
+    assert needle in err and len(err.strip().splitlines()) == 1
