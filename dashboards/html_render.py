@@ -286,6 +286,10 @@ def run_dashboard(out: str, metrics_dir: str | None) -> int:
     if metrics_dir is not None and not Path(metrics_dir).is_dir():
         print(f"error: {metrics_dir}: not a directory", file=sys.stderr)
         return 1
-    page = write_dashboard(Path(out), Path(metrics_dir) if metrics_dir else None)
+    try:
+        page = write_dashboard(Path(out), Path(metrics_dir) if metrics_dir else None)
+    except OSError as e:
+        print(f"error: {out}: cannot write the page: {e.strerror or e}", file=sys.stderr)
+        return 1
     print(page)
     return 0

@@ -401,12 +401,33 @@ def run_demo(args: argparse.Namespace) -> int:
     if opts.accounts < 1 or opts.symbols < 2:
         print("error: --accounts must be >= 1 and --symbols >= 2", file=sys.stderr)
         return 1
+    if opts.summary_json is not None and (problem := unwritable(opts.summary_json)):
+        # Checked before the run: a two-minute session must not end in a path error.
+        print(f"error: --summary-json {opts.summary_json}: {problem}", file=sys.stderr)
+        return 1
     summary = Demo(opts, sys.stdout).run()
     print_summary(summary, sys.stdout)
     if opts.summary_json is not None:
-        write_summary_json(summary, opts.summary_json)
+        try:
+            write_summary_json(summary, opts.summary_json)
+        except OSError as e:
+            print(f"error: --summary-json {opts.summary_json}: {e.strerror or e}", file=sys.stderr)
+            return 1
         print(f"summary written to {opts.summary_json}")
     return 0
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (its directory is created if missing), or None."""
+    if path.is_dir():
+        return "is a directory"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create {path.parent}: {e.strerror or e}"
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "not writable"
+    return None
 
 
 def write_summary_json(summary: Summary, path: Path) -> None:

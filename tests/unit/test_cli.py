@@ -222,3 +222,21 @@ def test_rebuild_state_reports_an_unreadable_s3_prefix_in_one_line(
     code, out, err = run(capsys, "rebuild-state", uri)
     assert code != 0 and out == ""
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_refuses_a_summary_path_it_cannot_write_before_starting(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    code, out, err = run(capsys, "demo", "--summary-json", str(blocker / "summary.json"))
+    assert code == 1 and out == ""  # nothing started: no progress lines
+    assert err.startswith("error: --summary-json") and len(err.strip().splitlines()) == 1
+    code, out, err = run(capsys, "demo", "--summary-json", str(tmp_path))
+    assert code == 1 and "is a directory" in err
+
+
+def test_dashboard_reports_an_output_dir_it_cannot_create(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    code, out, err = run(capsys, "dashboard", "--out", str(blocker / "page"))
+    assert code == 1 and out == ""
+    assert "cannot write the page" in err and len(err.strip().splitlines()) == 1
