@@ -8,12 +8,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 # Spark's console progress bars would interleave with the table (must be set before the JVM).
 os.environ.setdefault(
     "PYSPARK_SUBMIT_ARGS", "--conf spark.ui.showConsoleProgress=false pyspark-shell"
 )
+
+from margin_risk.files import unwritable
 
 SECTIONS = ("kernel", "enforcement", "e2e")
 
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         ap.error(f"unknown section(s): {', '.join(unknown)}")
+    if problem := unwritable(Path(args.out)):
+        ap.error(f"--out {args.out}: {problem}")
 
     from bench import e2e, enforcement, kernel, report
 

@@ -97,11 +97,23 @@ def main(accounts: int = 20_000, per_account: int = 5) -> dict[str, float]:
     return out
 
 
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {n}")
+    return n
+
+
 if __name__ == "__main__":
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m emr_jobs.measure", description=__doc__)
-    ap.add_argument("accounts", type=int, nargs="?", default=20_000)
-    ap.add_argument("positions", type=int, nargs="?", default=5, help="positions per account")
+    ap.add_argument("accounts", type=_positive, nargs="?", default=20_000)
+    ap.add_argument("positions", type=_positive, nargs="?", default=5, help="positions per account")
     ns = ap.parse_args()
     print(json.dumps(main(ns.accounts, ns.positions), indent=2))

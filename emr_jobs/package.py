@@ -62,5 +62,9 @@ def build_emr_artifacts(out_dir: Path) -> EmrArtifacts:
 if __name__ == "__main__":
     import sys
 
-    arts = build_emr_artifacts(Path(sys.argv[1] if len(sys.argv) > 1 else "dist/emr"))
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "dist/emr")
+    try:
+        arts = build_emr_artifacts(target)
+    except OSError as e:
+        sys.exit(f"error: {target}: cannot write the artifacts: {e.strerror or e}")
     print(arts.entrypoint, arts.pyfiles_zip)

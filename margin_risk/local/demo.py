@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from margin_risk import names
+from margin_risk.files import unwritable
 from margin_risk.local.simulator import MarketSimulator, Step
 
 DEMO_DEADLINE_SECONDS = 3600  # the house deadline of two days, shortened so the session shows it
@@ -415,19 +416,6 @@ def run_demo(args: argparse.Namespace) -> int:
             return 1
         print(f"summary written to {opts.summary_json}")
     return 0
-
-
-def unwritable(path: Path) -> str | None:
-    """Why a file cannot be written at ``path`` (its directory is created if missing), or None."""
-    if path.is_dir():
-        return "is a directory"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        return f"cannot create {path.parent}: {e.strerror or e}"
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return "not writable"
-    return None
 
 
 def write_summary_json(summary: Summary, path: Path) -> None:

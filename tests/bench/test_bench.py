@@ -146,3 +146,16 @@ def test_report_has_the_issue_keys_and_renders_a_table():
     assert "kernel.numpy_pos_per_s" in text and "e2e.kept_up" in text
     json.dumps(r)
     assert math.isclose(report.lookup(r, "kernel.spark_pos_per_s"), 1e4)
+
+
+def test_bench_refuses_an_unwritable_report_path_before_measuring(tmp_path, capsys):
+    from bench.__main__ import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(blocker / "report.json"), "--sections", "kernel", "--no-spark"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "cannot create" in err
+    assert "kernel:" not in err  # nothing was measured

@@ -69,3 +69,17 @@ def test_build_is_reproducible(tmp_path: Path) -> None:
     a = build_emr_artifacts(tmp_path / "a").pyfiles_zip.read_bytes()
     b = build_emr_artifacts(tmp_path / "b").pyfiles_zip.read_bytes()
     assert a == b
+
+
+def test_package_command_reports_an_unwritable_target_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-m", "emr_jobs.package", str(blocker / "emr")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
