@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from emr_jobs import calc, parse
 from emr_jobs.metrics import MetricsWriter, batch_metrics
-from emr_jobs.state import StateStore
+from emr_jobs.state import SeenManifest, StateStore
 from margin_risk import names
 from margin_risk.params import MarginParams
 
 # outputs DataFrame columns: topic, key (string), value (JSON string), headers (Kafka sink shape)
+DEDUPE_HORIZON_HOURS = 168
+REASON_OLDER_THAN_HORIZON = "older_than_dedupe_horizon"
+ID_TOPICS = (names.TOPIC_FILLS, names.TOPIC_CASH)
 Sink = Callable[[DataFrame, int], None]
 
 
@@ -33,6 +36,9 @@ class JobContext:
     state: StateStore
     sink: Sink
     metrics: Optional[MetricsWriter] = None
+    # How long applied fill/cash ids are remembered, by event time; older records are rejected.
+    # The default is the input topics' retention: Kafka cannot redeliver anything older.
+    dedupe_horizon_hours: int = DEDUPE_HORIZON_HOURS
 
 
 @dataclass
@@ -123,8 +129,17 @@ def process_batch(
 
     records = parse.with_meta(batch_df).persist()
     parsed = {t: parse.parse_topic(records, t) for t in parse.TOPIC_FIELDS}
+    batch_hours, arrival_hour = _id_hours(parsed, ID_TOPICS)
+    seen = st.seen_manifest(base).advance(batch_hours, arrival_hour, ctx.dedupe_horizon_hours)
+    if seen.cutoff is not None:
+        too_old = event_hour(F.col("event_ts")) < F.lit(seen.cutoff)
+        for t in ID_TOPICS:
+            parsed[t] = parsed[t].withColumn(
+                "reason",
+                F.coalesce(F.col("reason"), F.when(too_old, F.lit(REASON_OLDER_THAN_HORIZON))),
+            )
     valid = {t: df.where(F.col("reason").isNull()) for t, df in parsed.items()}
-    seen_old = st.load("seen", base)
+    seen_old = st.load_seen(seen)
 
     fills = _dedupe(valid[names.TOPIC_FILLS], "fill_id", "fill", seen_old)
     fills = fills.withColumn(
@@ -240,10 +255,19 @@ def process_batch(
     )
     acc_new = st.save("accounts", batch_id, acc_new)
 
-    seen_new = seen_old.unionByName(
-        fills.select(F.lit("fill").alias("kind"), F.col("fill_id").alias("id"))
-    ).unionByName(cash.select(F.lit("cash").alias("kind"), F.col("txn_id").alias("id")))
-    st.save("seen", batch_id, seen_new)
+    # New versions of the event hours this batch's ids fall in; other hours keep theirs.
+    live_hours = [h for h in batch_hours if seen.cutoff is None or h >= seen.cutoff]
+    if live_hours:
+        hour = event_hour(F.col("event_ts")).alias("hour")
+        applied_ids = fills.select(
+            F.lit("fill").alias("kind"), F.col("fill_id").alias("id"), hour
+        ).unionByName(cash.select(F.lit("cash").alias("kind"), F.col("txn_id").alias("id"), hour))
+        st.write_seen(
+            batch_id, seen_old.where(F.col("hour").isin(live_hours)).unionByName(applied_ids)
+        )
+    seen = SeenManifest(
+        {**seen.live(), **{h: batch_id for h in live_hours}}, seen.cutoff, seen.max_arrival_hour
+    )
 
     # --- margin and stress for every account whose inputs changed ------------------------------
     affected = trig.join(acc_new, "account_id")
@@ -367,7 +391,7 @@ def process_batch(
                "pos": counts.get("out", {}).get("positions", 0)}  # fmt: skip
 
     ctx.sink(outputs, batch_id)
-    st.commit(batch_id, commit_extra)
+    st.commit(batch_id, seen, commit_extra)
 
     n_acc = int(summary["n"])
     stats = BatchStats(
@@ -396,6 +420,32 @@ def process_batch(
     for df in (out, fills, cash, records):
         df.unpersist()
     return stats
+
+
+def event_hour(ts: Column) -> Column:
+    """Whole hours since the epoch (UTC) of a timestamp: the seen table's bucket."""
+    return F.floor(ts.cast("double") / 3600).cast("long")
+
+
+def _id_hours(
+    parsed: Dict[str, DataFrame], topics: Sequence[str]
+) -> Tuple[List[int], Optional[int]]:
+    """The event hours of the batch's valid records of ``topics`` and the newest hour of their
+    Kafka timestamps, in one small Spark job: the driver needs them to place the horizon."""
+    df: Optional[DataFrame] = None
+    for t in topics:
+        part = (
+            parsed[t]
+            .where(F.col("reason").isNull())
+            .select(
+                event_hour(F.col("event_ts")).alias("h"), event_hour(F.col("kafka_ts")).alias("a")
+            )
+        )
+        df = part if df is None else df.unionByName(part)
+    assert df is not None
+    row = df.agg(F.collect_set("h").alias("hours"), F.max("a").alias("arrival")).collect()[0]
+    arrival = row["arrival"]
+    return sorted(int(h) for h in row["hours"]), None if arrival is None else int(arrival)
 
 
 def _batch_counts(

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from pyspark.sql import DataFrame, SparkSession
 
-from emr_jobs.batch import JobContext, Sink, process_batch
+from emr_jobs.batch import DEDUPE_HORIZON_HOURS, JobContext, Sink, process_batch
 from emr_jobs.kafka_io import kafka_sink_options, kafka_source_options
 from emr_jobs.metrics import MetricsWriter
 from emr_jobs.session import SESSION_CONF
@@ -31,6 +31,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--shuffle-partitions", type=int, default=8)
     ap.add_argument("--max-offsets-per-trigger", type=int, default=200_000)
     ap.add_argument("--starting-offsets", default="earliest")
+    ap.add_argument(
+        "--dedupe-horizon-hours",
+        type=int,
+        default=DEDUPE_HORIZON_HOURS,
+        help="how long applied fill/cash ids are remembered (event time); older ones are rejected",
+    )
     ap.add_argument("--no-iam", action="store_true", help="plaintext Kafka (tests only)")
     return ap.parse_args(argv)
 
@@ -60,6 +66,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         state=StateStore(spark, f"{root}/state"),
         sink=kafka_sink(args.bootstrap, not args.no_iam),
         metrics=MetricsWriter(None),  # EMF to the driver's stdout -> CloudWatch Logs
+        dedupe_horizon_hours=args.dedupe_horizon_hours,
     )
     source = (
         spark.readStream.format("kafka")

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 
-from emr_jobs.batch import BatchStats, JobContext, process_batch
+from emr_jobs.batch import DEDUPE_HORIZON_HOURS, BatchStats, JobContext, process_batch
 from emr_jobs.metrics import MetricsWriter
 from emr_jobs.parse import KAFKA_BATCH_SCHEMA
 from emr_jobs.session import build_local_session
@@ -51,9 +51,11 @@ class LocalMarginJob:
         idle_timeout_s: float = 1.0,
         spark: Optional[SparkSession] = None,
         shuffle_partitions: int = 2,
+        dedupe_horizon_hours: int = DEDUPE_HORIZON_HOURS,
     ) -> None:
         self.bootstrap = bootstrap
         self.params = params or MarginParams()
+        self.dedupe_horizon_hours = dedupe_horizon_hours
         self.max_batch_records = max_batch_records
         self.poll_timeout_s = poll_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -207,7 +209,9 @@ class LocalMarginJob:
             if not msgs:
                 return None
             self.state.write_plan(batch_id, {"start": start, "end": end})
-        ctx = JobContext(self.params, self.state, self._sink, self.metrics)
+        ctx = JobContext(
+            self.params, self.state, self._sink, self.metrics, self.dedupe_horizon_hours
+        )
         stats = process_batch(self.spark, self._to_df(msgs), batch_id, ctx, {"offsets": end})
         self.state.prune_plans(batch_id)
         return stats

@@ -3,8 +3,17 @@
 Layout under ``state_dir`` (a local path or ``s3://`` URI; all I/O goes through Hadoop's
 FileSystem so the same code runs on EMR Serverless):
 
-    snapshots/<batch_id>/{positions,accounts,symbols,seen}/   parquet, written by batch <batch_id>
-    commits/<batch_id>.json                                    the commit marker, written last
+    snapshots/<batch_id>/{positions,accounts,symbols}/   parquet, written by batch <batch_id>
+    seen/v=<batch_id>/hour=<event hour>/                  applied fill/cash ids, per event hour
+    commits/<batch_id>.json                               the commit marker, written last
+
+The applied-id table (exactly-once on ``fill_id``/``txn_id``) is not rewritten whole: it is kept
+per event hour (hours since the epoch, UTC), and a batch writes a new version only of the hours
+its records fall in, as ``seen/v=<batch_id>/hour=<h>/`` (the hour's previous ids plus its own).
+The commit marker's ``seen`` manifest names the live version of every hour. Hours older than the
+dedupe horizon are dropped from the manifest, and a fill or cash record older than the horizon is
+rejected (``older_than_dedupe_horizon``) instead of applied, so an id that is no longer remembered
+can never be applied twice (see ``SeenManifest.advance``).
 
 A batch reads the snapshot of the newest *committed* batch below its own id, writes its own
 snapshot (overwriting any half-written attempt of the same id), emits its outputs, then writes the
@@ -15,11 +24,12 @@ lost nor applied twice; outputs of a replayed batch carry the same deterministic
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 from pyspark.sql import DataFrame, SparkSession
 
-TABLES = ("positions", "accounts", "symbols", "seen")
+TABLES = ("positions", "accounts", "symbols")
 KEEP_COMMITTED = 3
 
 _LATEST = "struct<ts:timestamp,partition:int,offset:long,value:double>"
@@ -31,8 +41,57 @@ SCHEMAS: Dict[str, str] = {
     "symbols": (
         f"symbol string, tick {_LATEST}, tick_beta {_LATEST}, fill {_LATEST}, override {_LATEST}"
     ),
-    "seen": "kind string, id string",
+    "seen": "kind string, id string, hour long",
 }
+# The files of a seen version, with the partition columns of their path.
+_SEEN_FILES = "kind string, id string, v long, hour long"
+
+
+@dataclass
+class SeenManifest:
+    """Which version holds the applied ids of each event hour, and the horizon so far.
+
+    ``cutoff``: the oldest event hour still remembered; it only moves forward. Records of an hour
+    below it are rejected, and only hours below it are forgotten, so a record accepted now was
+    either never applied or is still in a remembered hour."""
+
+    hours: Dict[int, int] = field(default_factory=dict)  # event hour -> batch id of its version
+    cutoff: Optional[int] = None
+    max_arrival_hour: Optional[int] = None  # newest Kafka-timestamp hour of an applied record
+
+    def advance(
+        self, batch_hours: Iterable[int], arrival_hour: Optional[int], horizon_hours: int
+    ) -> "SeenManifest":
+        """The horizon after a batch whose valid fill/cash records fall in ``batch_hours``.
+
+        The newest event hour counts only up to an hour past the newest arrival, so one record
+        stamped in the future cannot push the horizon past the records that follow it."""
+        hours = set(self.hours) | set(batch_hours)
+        arrivals = [a for a in (self.max_arrival_hour, arrival_hour) if a is not None]
+        arrival = max(arrivals) if arrivals else None
+        cutoff = self.cutoff
+        if hours and arrival is not None:
+            candidate = min(max(hours), arrival + 1) - horizon_hours
+            cutoff = candidate if cutoff is None else max(cutoff, candidate)
+        return SeenManifest(dict(self.hours), cutoff, arrival)
+
+    def live(self) -> Dict[int, int]:
+        return {h: v for h, v in self.hours.items() if self.cutoff is None or h >= self.cutoff}
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "hours": {str(h): v for h, v in sorted(self.hours.items())},
+            "cutoff": self.cutoff,
+            "max_arrival_hour": self.max_arrival_hour,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Dict[str, Any]) -> "SeenManifest":
+        return cls(
+            {int(h): int(v) for h, v in raw.get("hours", {}).items()},
+            raw.get("cutoff"),
+            raw.get("max_arrival_hour"),
+        )
 
 
 class StateStore:
@@ -110,13 +169,38 @@ class StateStore:
         info: Dict[str, Any] = json.loads(self._read_text(f"commits/{batch_id}.json"))
         return info
 
-    def commit(self, batch_id: int, extra: Optional[Dict[str, Any]] = None) -> None:
+    def commit(
+        self, batch_id: int, seen: SeenManifest, extra: Optional[Dict[str, Any]] = None
+    ) -> None:
         """Write the marker that makes snapshot <batch_id> the current state; prune old ones."""
-        body = {"batch_id": batch_id, **(extra or {})}
+        body = {"batch_id": batch_id, **(extra or {}), "seen": seen.to_json()}
         self._write_text(f"commits/{batch_id}.json", json.dumps(body, sort_keys=True))
         for old in self.committed_ids()[:-KEEP_COMMITTED]:
             self._delete(f"snapshots/{old}")
             self._delete(f"commits/{old}.json")
+        self._prune_seen(below=batch_id)
+
+    def _prune_seen(self, below: int) -> None:
+        """Delete seen versions that no kept commit refers to (and no later batch wrote)."""
+        referenced: Set[int] = set()
+        for cid in self.committed_ids():
+            referenced.update(self.seen_manifest(cid).hours.values())
+        for name in self._list("seen"):
+            if name.startswith("v=") and name[2:].isdigit():
+                v = int(name[2:])
+                if v < below and v not in referenced:
+                    self._delete(f"seen/{name}")
+
+    def seen_manifest(self, batch_id: Optional[int]) -> SeenManifest:
+        if batch_id is None:
+            return SeenManifest()
+        raw = self.commit_info(batch_id).get("seen")
+        if raw is None:
+            raise RuntimeError(
+                f"{self.root}: commit {batch_id} has no seen manifest (state written before the "
+                "per-hour seen layout); start the job on a new checkpoint directory"
+            )
+        return SeenManifest.from_json(raw)
 
     # --- plans (the local driver's offset log) -------------------------------------------------
     def write_plan(self, batch_id: int, plan: Dict[str, Any]) -> None:
@@ -150,3 +234,22 @@ class StateStore:
         path = f"{self.root}/snapshots/{batch_id}/{table}"
         df.write.mode("overwrite").parquet(path)
         return self.spark.read.schema(SCHEMAS[table]).parquet(path)
+
+    # --- applied ids ----------------------------------------------------------------------------
+    def load_seen(self, manifest: SeenManifest) -> DataFrame:
+        """kind, id, hour of every remembered applied id (the manifest's live hours)."""
+        paths = [f"{self.root}/seen/v={v}/hour={h}" for h, v in sorted(manifest.live().items())]
+        if not paths:
+            return self.empty("seen")
+        df = (
+            self.spark.read.schema(_SEEN_FILES)
+            .option("basePath", f"{self.root}/seen")
+            .parquet(*paths)
+        )
+        return df.select("kind", "id", "hour")
+
+    def write_seen(self, batch_id: int, df: DataFrame) -> None:
+        """Write version <batch_id> of the hours in ``df`` (kind, id, hour); a retried batch
+        overwrites its own version."""
+        self._delete(f"seen/v={batch_id}")
+        df.write.partitionBy("hour").parquet(f"{self.root}/seen/v={batch_id}")

@@ -48,6 +48,7 @@ def job_run_request(
     max_failures_per_hour: int = 5,
     client_token: str | None = None,
     params_json: str | None = None,
+    dedupe_horizon_hours: int | None = None,
 ) -> dict[str, Any]:
     """The StartJobRun request, from the processing stack's outputs and the bootstrap string.
 
@@ -77,6 +78,11 @@ def job_run_request(
                     "--checkpoint-dir",
                     processing["CheckpointUri"],
                     *(["--params-json", params_json] if params_json else []),
+                    *(
+                        ["--dedupe-horizon-hours", str(dedupe_horizon_hours)]
+                        if dedupe_horizon_hours is not None
+                        else []
+                    ),
                 ],
                 "sparkSubmitParameters": submit,
             }
@@ -98,6 +104,14 @@ def house_margin_params_json(env: str, cdk_json: Path = CDK_JSON) -> str:
         for k in overrides:
             os.environ.pop(k, None)
         os.environ.update(saved)
+
+
+def dedupe_horizon_hours(env: str, cdk_json: Path = CDK_JSON) -> int:
+    """The retention of the fills and cash topics in one environment: the job remembers applied
+    ids as long as Kafka could redeliver the records that carried them."""
+    context = json.loads(cdk_json.read_text(encoding="utf-8"))["context"]
+    msk = load_environments(context.get(CONTEXT_ENVIRONMENTS))[env].msk
+    return max(msk.topic(t).retention_hours for t in (names.TOPIC_FILLS, names.TOPIC_CASH))
 
 
 def stop_live_runs(
@@ -159,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         streaming["BootstrapServers"],
         max_failures_per_hour=args.max_failures_per_hour,
         params_json=house_margin_params_json(args.env),
+        dedupe_horizon_hours=dedupe_horizon_hours(args.env),
     )
     run = emr.start_job_run(**request)
     print(f"cancelled {cancelled or 'none'}; started job run {run['jobRunId']} (STREAMING)")

@@ -12,7 +12,12 @@ import pytest
 from emr_jobs import entrypoint
 from margin_risk import names
 from margin_risk.params import MarginParams
-from stacks.start_job import house_margin_params_json, job_run_request, stop_live_runs
+from stacks.start_job import (
+    dedupe_horizon_hours,
+    house_margin_params_json,
+    job_run_request,
+    stop_live_runs,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,6 +77,20 @@ def test_request_is_a_streaming_run_with_the_deployed_code_and_checkpoint() -> N
     assert args.checkpoint_dir == OUTPUTS["CheckpointUri"]
     assert args.no_iam is False  # MSK IAM
     assert args.params_json is None
+    assert args.dedupe_horizon_hours == 168  # the entry point's default
+
+
+def test_the_job_remembers_applied_ids_as_long_as_the_input_topics_keep_them(tmp_path) -> None:
+    ctx = json.loads((REPO / "cdk.json").read_text())
+    msk = ctx["context"]["environments"]["prod"].setdefault("msk", {})
+    msk["topics"] = {"cash.v1": {"partitions": 6, "retention_hours": 336}}
+    cdk_json = tmp_path / "cdk.json"
+    cdk_json.write_text(json.dumps(ctx))
+    hours = dedupe_horizon_hours("prod", cdk_json)
+    assert hours == 336  # the longer of fills.v1 (default 168) and cash.v1
+    req = job_run_request(OUTPUTS, "b:9098", client_token="t", dedupe_horizon_hours=hours)
+    args = entrypoint.parse_args(req["jobDriver"]["sparkSubmit"]["entryPointArguments"])
+    assert args.dedupe_horizon_hours == 336
 
 
 def test_the_environments_house_margin_settings_reach_the_job(tmp_path, monkeypatch) -> None:

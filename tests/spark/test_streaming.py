@@ -253,7 +253,7 @@ def test_restart_after_a_crash_replays_the_batch_without_losing_or_repeating_a_f
         )
         real_commit = StateStore.commit
 
-        def crash(self: StateStore, batch_id: int, extra: Any = None) -> None:
+        def crash(self: StateStore, batch_id: int, *args: Any, **kwargs: Any) -> None:
             raise RuntimeError("simulated driver crash before commit")
 
         monkeypatch.setattr(StateStore, "commit", crash)
