@@ -1,8 +1,9 @@
 """Production I/O: Spark's Kafka source and sink on Amazon MSK with IAM authentication.
 
-Only option dictionaries are built here, so they are unit-tested without a cluster. The jars the
-options need are not on the EMR Serverless image's default classpath: upload them to the artifacts
-bucket and pass them with ``spark.jars`` (see ``KAFKA_JARS`` and docs/spark-job.md).
+Only option dictionaries are built here, so they are unit-tested without a cluster. The Kafka
+connector and the MSK IAM login module are not on the EMR Serverless image's classpath: the job
+run asks for ``SPARK_PACKAGES`` (``spark.jars.packages``; ``stacks.start_job`` does), which Spark
+resolves with their dependencies from Maven Central at start (see docs/spark-job.md).
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from typing import Dict, Iterable, Optional
 
 from margin_risk import names
 
-# Maven coordinates of the jars the job needs on EMR Serverless emr-7.10.0 (Spark 3.5.5, Scala
-# 2.12); they are uploaded next to the job zip and listed in spark.jars.
-KAFKA_JARS = (
+# Maven coordinates for spark.jars.packages on EMR Serverless emr-7.10.0 (Spark 3.5.5, Scala 2.12).
+# Spark's Ivy resolution adds their dependencies (spark-token-provider-kafka, kafka-clients,
+# commons-pool2). The one list: stacks.start_job submits exactly these.
+SPARK_PACKAGES = (
     "org.apache.spark:spark-sql-kafka-0-10_2.12:3.5.5",
-    "org.apache.spark:spark-token-provider-kafka-0-10_2.12:3.5.5",
-    "org.apache.kafka:kafka-clients:3.4.1",
-    "org.apache.commons:commons-pool2:2.11.1",
-    "software.amazon.msk:aws-msk-iam-auth:2.2.0",
+    "software.amazon.msk:aws-msk-iam-auth:2.3.0",
 )
 
 MSK_IAM_OPTIONS: Dict[str, str] = {

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from emr_jobs.kafka_io import SPARK_PACKAGES
 from margin_risk import names
 from margin_risk.settings import load_house_settings
 from stacks.config import CONTEXT_ENVIRONMENTS, load_environments, stack_name
@@ -26,12 +27,6 @@ from stacks.config import CONTEXT_ENVIRONMENTS, load_environments, stack_name
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
 LIVE_STATES = frozenset({"SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED", "CANCELLING"})
-# The Spark Kafka connector and the MSK IAM login module are not part of the EMR Serverless image;
-# Spark resolves these pinned coordinates from Maven Central (through the NAT) when the run starts.
-SPARK_PACKAGES = (
-    "org.apache.spark:spark-sql-kafka-0-10_2.12:3.5.5",
-    "software.amazon.msk:aws-msk-iam-auth:2.3.0",
-)
 
 
 class EmrServerless(Protocol):

@@ -148,3 +148,16 @@ def test_the_request_is_accepted_by_the_emr_serverless_api(aws_endpoint) -> None
     assert got["name"] == names.EMR_JOB_NAME
     args = entrypoint.parse_args(got["jobDriver"]["sparkSubmit"]["entryPointArguments"])
     assert MarginParams.from_json(args.params_json) == MarginParams()
+
+
+def test_the_run_asks_for_the_kafka_connector_of_the_jobs_spark_version() -> None:
+    import pyspark
+
+    from emr_jobs.kafka_io import SPARK_PACKAGES
+
+    submit = job_run_request(OUTPUTS, "b:9098", client_token="t")["jobDriver"]["sparkSubmit"]
+    assert f"spark.jars.packages={','.join(SPARK_PACKAGES)}" in submit["sparkSubmitParameters"]
+    connector = next(p for p in SPARK_PACKAGES if ":spark-sql-kafka-" in p)
+    # the connector must match the Spark of the release (pyspark is pinned to it)
+    assert connector.rsplit(":", 1)[1] == pyspark.__version__
+    assert any(p.startswith("software.amazon.msk:aws-msk-iam-auth:") for p in SPARK_PACKAGES)
