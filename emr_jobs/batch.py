@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from emr_jobs import calc, parse
 from emr_jobs.metrics import MetricsWriter, batch_metrics
-from emr_jobs.state import SeenManifest, StateStore
+from emr_jobs.state import StateStore
 from margin_risk import names
 from margin_risk.params import MarginParams
 
@@ -256,7 +256,7 @@ def process_batch(
     acc_new = st.save("accounts", batch_id, acc_new)
 
     # New versions of the event hours this batch's ids fall in; other hours keep theirs.
-    live_hours = [h for h in batch_hours if seen.cutoff is None or h >= seen.cutoff]
+    live_hours = [h for h in batch_hours if seen.remembers(h)]
     if live_hours:
         hour = event_hour(F.col("event_ts")).alias("hour")
         applied_ids = fills.select(
@@ -265,9 +265,7 @@ def process_batch(
         st.write_seen(
             batch_id, seen_old.where(F.col("hour").isin(live_hours)).unionByName(applied_ids)
         )
-    seen = SeenManifest(
-        {**seen.live(), **{h: batch_id for h in live_hours}}, seen.cutoff, seen.max_arrival_hour
-    )
+    seen = seen.written(batch_id, live_hours)
 
     # --- margin and stress for every account whose inputs changed ------------------------------
     affected = trig.join(acc_new, "account_id")

@@ -29,7 +29,6 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 
 from pyspark.sql import DataFrame, SparkSession
 
-TABLES = ("positions", "accounts", "symbols")
 KEEP_COMMITTED = 3
 
 _LATEST = "struct<ts:timestamp,partition:int,offset:long,value:double>"
@@ -57,7 +56,7 @@ class SeenManifest:
 
     hours: Dict[int, int] = field(default_factory=dict)  # event hour -> batch id of its version
     cutoff: Optional[int] = None
-    max_arrival_hour: Optional[int] = None  # newest Kafka-timestamp hour of an applied record
+    max_arrival_hour: Optional[int] = None  # newest Kafka-timestamp hour of a valid fill/cash
 
     def advance(
         self, batch_hours: Iterable[int], arrival_hour: Optional[int], horizon_hours: int
@@ -76,7 +75,17 @@ class SeenManifest:
         return SeenManifest(dict(self.hours), cutoff, arrival)
 
     def live(self) -> Dict[int, int]:
-        return {h: v for h, v in self.hours.items() if self.cutoff is None or h >= self.cutoff}
+        return {h: v for h, v in self.hours.items() if self.remembers(h)}
+
+    def remembers(self, hour: int) -> bool:
+        return self.cutoff is None or hour >= self.cutoff
+
+    def written(self, batch_id: int, hours: Iterable[int]) -> "SeenManifest":
+        """The manifest after batch <batch_id> wrote new versions of ``hours``: forgotten hours
+        dropped."""
+        return SeenManifest(
+            {**self.live(), **{h: batch_id for h in hours}}, self.cutoff, self.max_arrival_hour
+        )
 
     def to_json(self) -> Dict[str, Any]:
         return {
