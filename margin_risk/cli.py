@@ -147,38 +147,35 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_rebuild_state(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from margin_risk.audit import dumps_views, read_audit_dir, rebuild_state
+    from margin_risk.models import AuditEvent
 
     source: str = args.source
-    if source.startswith("s3://"):
-        from botocore.exceptions import BotoCoreError, ClientError
+    events: list[AuditEvent]
+    try:
+        if source.startswith("s3://"):
+            from margin_risk.adapters.audit_reader import read_audit_s3
 
-        from margin_risk.adapters.audit_reader import read_audit_s3
-
-        try:
             events = read_audit_s3(source)
-        except (BotoCoreError, ClientError) as e:
-            raise InputError(f"{source}: cannot read: {e}") from e
-        except ValidationError as e:
-            raise InputError(f"{source}: bad audit record: {describe_error(e)}") from e
-        except UnicodeDecodeError as e:
-            raise InputError(f"{source}: an audit object is not UTF-8 text ({e.reason})") from e
-        except ValueError as e:  # not an s3://bucket/prefix URI
-            raise InputError(str(e)) from e
-    else:
-        root = Path(source)
-        if not root.is_dir():
-            raise InputError(
-                f"{source}: not a directory (give a local audit dir or s3://bucket/prefix)"
-            )
-        try:
+        else:
+            root = Path(source)
+            if not root.is_dir():
+                raise InputError(
+                    f"{source}: not a directory (give a local audit dir or s3://bucket/prefix)"
+                )
             events = read_audit_dir(root)
-        except ValidationError as e:
-            raise InputError(f"{source}: bad audit record: {describe_error(e)}") from e
-        except OSError as e:
-            raise InputError(f"{e.filename or source}: cannot read: {e.strerror or e}") from e
-        except UnicodeDecodeError as e:
-            raise InputError(f"{source}: an audit file is not UTF-8 text ({e.reason})") from e
+    except ValidationError as e:
+        raise InputError(f"{source}: bad audit record: {describe_error(e)}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(f"{source}: an audit file is not UTF-8 text ({e.reason})") from e
+    except ValueError as e:  # not an s3://bucket/prefix URI
+        raise InputError(str(e)) from e
+    except OSError as e:
+        raise InputError(f"{e.filename or source}: cannot read: {e.strerror or e}") from e
+    except (BotoCoreError, ClientError) as e:
+        raise InputError(f"{source}: cannot read: {e}") from e
     print(dumps_views(rebuild_state(events)))
     return 0
 
