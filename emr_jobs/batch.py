@@ -255,18 +255,6 @@ def process_batch(
     )
     acc_new = st.save("accounts", batch_id, acc_new)
 
-    # New versions of the event hours this batch's ids fall in; other hours keep theirs.
-    live_hours = [h for h in batch_hours if seen.remembers(h)]
-    if live_hours:
-        hour = event_hour(F.col("event_ts")).alias("hour")
-        applied_ids = fills.select(
-            F.lit("fill").alias("kind"), F.col("fill_id").alias("id"), hour
-        ).unionByName(cash.select(F.lit("cash").alias("kind"), F.col("txn_id").alias("id"), hour))
-        st.write_seen(
-            batch_id, seen_old.where(F.col("hour").isin(live_hours)).unionByName(applied_ids)
-        )
-    seen = seen.written(batch_id, live_hours)
-
     # --- margin and stress for every account whose inputs changed ------------------------------
     affected = trig.join(acc_new, "account_id")
     holdings = (
@@ -376,6 +364,23 @@ def process_batch(
         .unionByName(rejected_out)
     )
 
+    # Emit as soon as the results exist; the applied ids and the counts follow. Safe because the
+    # commit marker is still written last: a crash before it replays the batch from the same base
+    # state and records, which emits the same results under the same event ids (consumers dedupe).
+    ctx.sink(outputs, batch_id)
+
+    # New versions of the event hours this batch's ids fall in; other hours keep theirs.
+    live_hours = [h for h in batch_hours if seen.remembers(h)]
+    if live_hours:
+        hour = event_hour(F.col("event_ts")).alias("hour")
+        applied_ids = fills.select(
+            F.lit("fill").alias("kind"), F.col("fill_id").alias("id"), hour
+        ).unionByName(cash.select(F.lit("cash").alias("kind"), F.col("txn_id").alias("id"), hour))
+        st.write_seen(
+            batch_id, seen_old.where(F.col("hour").isin(live_hours)).unionByName(applied_ids)
+        )
+    seen = seen.written(batch_id, live_hours)
+
     counts = _batch_counts(records, rejected, fills, cash, out)
     per_topic = counts.get("in", {})
     rejected_by_reason = counts.get("rejected", {})
@@ -388,7 +393,6 @@ def process_batch(
     summary = {"n": counts.get("out", {}).get("accounts", 0),
                "pos": counts.get("out", {}).get("positions", 0)}  # fmt: skip
 
-    ctx.sink(outputs, batch_id)
     st.commit(batch_id, seen, commit_extra)
 
     n_acc = int(summary["n"])

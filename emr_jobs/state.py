@@ -16,9 +16,10 @@ rejected (``older_than_dedupe_horizon``) instead of applied, so an id that is no
 can never be applied twice (see ``SeenManifest.advance``).
 
 A batch reads the snapshot of the newest *committed* batch below its own id, writes its own
-snapshot (overwriting any half-written attempt of the same id), emits its outputs, then writes the
-marker. A crash before the marker replays the batch from the same base state, so a fill is neither
-lost nor applied twice; outputs of a replayed batch carry the same deterministic event ids.
+snapshot (overwriting any half-written attempt of the same id), emits its outputs, writes its seen
+hours, then writes the marker. A crash before the marker replays the batch from the same base
+state, so a fill is neither lost nor applied twice; outputs of a replayed batch carry the same
+deterministic event ids.
 """
 
 from __future__ import annotations

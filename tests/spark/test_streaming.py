@@ -230,8 +230,14 @@ def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
     assert any('"RecordsRejected": 1.0' in line and "malformed_json" in line for line in metrics)
 
 
+# Both points are after the results were emitted: the applied ids not yet written (the batch's
+# last write before its counts), and everything written but the commit marker.
+CRASH_POINTS = ["write_seen", "commit"]
+
+
+@pytest.mark.parametrize("crash_in", CRASH_POINTS)
 def test_restart_after_a_crash_replays_the_batch_without_losing_or_repeating_a_fill(
-    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_in: str
 ) -> None:
     state = str(tmp_path / "state")
     with start_broker(partitions=2) as broker:
@@ -251,12 +257,12 @@ def test_restart_after_a_crash_replays_the_batch_without_losing_or_repeating_a_f
                 ),
             ],
         )
-        real_commit = StateStore.commit
+        real = getattr(StateStore, crash_in)
 
         def crash(self: StateStore, batch_id: int, *args: Any, **kwargs: Any) -> None:
-            raise RuntimeError("simulated driver crash before commit")
+            raise RuntimeError(f"simulated driver crash in {crash_in}")
 
-        monkeypatch.setattr(StateStore, "commit", crash)
+        monkeypatch.setattr(StateStore, crash_in, crash)
         job1 = LocalMarginJob(broker.bootstrap, state, spark=spark)
         with pytest.raises(RuntimeError, match="simulated"):
             job1.run_once()
@@ -274,7 +280,7 @@ def test_restart_after_a_crash_replays_the_batch_without_losing_or_repeating_a_f
         )
 
         # When a new job restarts from the same state dir
-        monkeypatch.setattr(StateStore, "commit", real_commit)
+        monkeypatch.setattr(StateStore, crash_in, real)
         with LocalMarginJob(broker.bootstrap, state, spark=spark) as job2:
             replay = job2.run_once()
             after = job2.run_once()
