@@ -198,3 +198,32 @@ def test_events_for_another_account_are_refused():
 
     with pytest.raises(ValueError):
         apply_event(AccountState.new("OTHER"), calc(0, 50.0))
+
+
+def test_apply_event_never_changes_a_state_it_was_given_or_returned_earlier():
+    # A sequence touching every mutation: a call, a same-timestamp event (appends to the clock's
+    # ids), a later one (rotates them into recent_ids), a stress breach and its clearing.
+    h = long_book(50.0)
+    events = [
+        calc(0, 25.0),
+        calc(0, 24.0),
+        calc(60, 30.0),
+        stress_result(A, 60, -45_000.0, h),
+        stress_result(A, 90, 200_000.0, h),
+        calc(120, 19.0),
+    ]
+    states = [AccountState.new(A)]
+    dumps = [states[0].model_dump()]
+    for e in events:
+        t = apply_event(states[-1], e)
+        assert t.outcome is Outcome.APPLIED
+        states.append(t.state)
+        dumps.append(t.state.model_dump())
+    # every state, the input and each intermediate result, is exactly as it was returned
+    assert [s.model_dump() for s in states] == dumps
+    assert dumps[1]["margin"]["call_open"] and dumps[1]["margin"]["clock"]["ids_at_last"] == [
+        events[0].event_id
+    ]
+    assert dumps[2]["margin"]["clock"]["ids_at_last"] == [events[0].event_id, events[1].event_id]
+    assert dumps[3]["margin"]["clock"]["recent_ids"] == [events[0].event_id, events[1].event_id]
+    assert dumps[4]["stress"]["breached"] and not dumps[5]["stress"]["breached"]
