@@ -27,6 +27,8 @@ class MemoryStateRepository:
     """`StateRepository`: head states by account, version-guarded like the conditional put;
     `archive` copies the heads last seen to history, as the DynamoDB adapter does."""
 
+    max_concurrent_commits = 1  # nothing to overlap: measures the handler's own cost
+
     def __init__(self, calls: Counter[str]) -> None:
         self.heads: dict[str, tuple[AccountState, CommitInfo | None]] = {}
         self.history: list[tuple[AccountState, CommitInfo | None]] = []

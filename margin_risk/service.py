@@ -21,11 +21,12 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,6 +45,17 @@ from margin_risk.params import PolicyParams
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 5
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Committed:
+    """The outcome of a commit attempt that stored the state."""
+
+
+COMMITTED = _Committed()
+# One commit attempt: stored, the other writer's state (a conflict), or the error it raised.
+_Attempt = _Committed | AccountState | Exception
 NOTIFY_TYPES = frozenset({names.EVENT_MARGIN_CALL_ISSUED, names.EVENT_LIQUIDATION_TRIGGERED})
 
 
@@ -170,6 +182,10 @@ class StateRepository(Protocol):
     before its commit, and no history item can describe a version that was never committed.
     """
 
+    # How many commits may be in flight at once: a network-bound store gains from parallel
+    # writes (one per account, on distinct keys); an in-memory one only pays for the threads.
+    max_concurrent_commits: int
+
     def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
         """Current state of each known account (unknown accounts are simply absent)."""
         ...
@@ -241,6 +257,10 @@ class MetricsSink(Protocol):
 class Tracing(Protocol):
     def span(self, name: str) -> AbstractContextManager[Any]: ...
 
+    def in_thread(self, fn: Callable[[T], R]) -> Callable[[T], R]:
+        """``fn`` wrapped to run in a worker thread under the caller's current span."""
+        ...
+
 
 class NullTracing:
     """Tracing that records nothing (tests, benchmarks, the CLI)."""
@@ -251,6 +271,9 @@ class NullTracing:
 
     def span(self, name: str) -> AbstractContextManager[Any]:
         return self._noop()
+
+    def in_thread(self, fn: Callable[[T], R]) -> Callable[[T], R]:
+        return fn
 
 
 class NullPublisher:
@@ -462,10 +485,12 @@ class EnforcementService:
             self._emit_counts(result)
             return result
 
+        with self.tracing.span("commit states"):
+            firsts = self._first_commits([r for r in runs.values() if r.changed], batch)
         committed: list[_AccountRun] = []
         failed_accounts: list[str] = []
         for a, run in runs.items():
-            final = self._commit(run, published, result, batch)
+            final = self._commit(run, published, result, batch, firsts.get(a))
             if final is None:
                 failed_accounts.append(a)
             else:
@@ -536,21 +561,58 @@ class EnforcementService:
                 self.notifier.notify(notify)
         published.update(d.event_id for d in fresh)
 
+    def _first_commits(self, runs: list[_AccountRun], batch: str) -> dict[str, _Attempt]:
+        """The first conditional write of every changed account, up to the repository's
+        ``max_concurrent_commits`` at a time: the accounts are distinct items, so the writes are
+        independent, and one after the other they were the batch's longest step (one network
+        round trip per account). Conflicts and failures are handled afterwards, in order."""
+        infos = {r.account_id: self._commit_info(r, batch) for r in runs}
+
+        def attempt(run: _AccountRun) -> tuple[str, _Attempt]:
+            return run.account_id, self._try_commit(run, infos[run.account_id])
+
+        workers = min(len(runs), max(1, self.repo.max_concurrent_commits))
+        if workers <= 1:
+            return dict(attempt(r) for r in runs)
+        with ThreadPoolExecutor(workers, thread_name_prefix="commit") as pool:
+            return dict(pool.map(self.tracing.in_thread(attempt), runs))
+
+    def _commit_info(self, run: _AccountRun, batch: str) -> CommitInfo:
+        return CommitInfo(batch, tuple(d.event_id for d in run.decisions), self.clock())
+
+    def _try_commit(self, run: _AccountRun, info: CommitInfo) -> _Attempt:
+        """One conditional write; errors are returned, to be reported in the handler's thread."""
+        try:
+            stored = self.repo.commit(run.state, run.base.version, info)
+        except Exception as exc:
+            return exc
+        return COMMITTED if stored is None else stored
+
     def _commit(
-        self, run: _AccountRun, published: set[str], result: BatchResult, batch: str
+        self,
+        run: _AccountRun,
+        published: set[str],
+        result: BatchResult,
+        batch: str,
+        first: _Attempt | None = None,
     ) -> _AccountRun | None:
-        """Conditional write; on a conflict re-apply on the stored item. None: failed."""
+        """Conditional write (``first``: its outcome when already attempted); on a conflict
+        re-apply on the stored item. None: failed."""
         attempts = 0
+        outcome = first
         while run.changed:
-            info = CommitInfo(batch, tuple(d.event_id for d in run.decisions), self.clock())
-            try:
+            if outcome is None:
                 with self.tracing.span(f"commit {run.account_id}"):
-                    current = self.repo.commit(run.state, run.base.version, info)
-            except Exception:
-                log.exception("state commit failed", extra={"account_id": run.account_id})
+                    outcome = self._try_commit(run, self._commit_info(run, batch))
+            if isinstance(outcome, Exception):
+                log.error(
+                    "state commit failed", exc_info=outcome, extra={"account_id": run.account_id}
+                )
                 return None
-            if current is None:
+            if isinstance(outcome, _Committed):
                 return run
+            current = outcome
+            outcome = None
             attempts += 1
             result.conflicts += 1
             self.metrics.add(names.METRIC_STATE_CONFLICTS, "Count", 1)

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from botocore.config import Config
 
 from margin_risk import names
-from margin_risk.adapters.dynamodb_state import DynamoStateRepository
+from margin_risk.adapters.dynamodb_state import MAX_CONCURRENT_COMMITS, DynamoStateRepository
 from margin_risk.adapters.kafka_publisher import KafkaDecisionPublisher
 from margin_risk.adapters.powertools_ports import EmfMetrics, XRayTracing
 from margin_risk.adapters.s3_audit import S3AuditSink, S3RejectedSink
@@ -32,7 +32,11 @@ from margin_risk.settings import load_house_settings
 
 # Local runs: EMF objects are also appended to this file (<run_dir>/metrics/enforcement.jsonl).
 METRICS_DIR_ENV = "MR_METRICS_DIR"
-BOTO_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5)
+BOTO_CONFIG = Config(
+    retries={"max_attempts": 3, "mode": "standard"},
+    connect_timeout=5,
+    max_pool_connections=MAX_CONCURRENT_COMMITS,  # the state commits run in parallel
+)
 
 tracer = Tracer(service=names.SERVICE_ENFORCEMENT)
 

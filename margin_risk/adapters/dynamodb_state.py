@@ -25,6 +25,9 @@ from margin_risk.service import CommitInfo
 BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
 MAX_UNPROCESSED_ROUNDS = 8
+# Conditional head writes in flight at once (distinct accounts): a 1,000-record batch touches
+# ~200 accounts, and one round trip each, in turn, was the batch's longest step.
+MAX_CONCURRENT_COMMITS = 16
 
 
 def history_sk(version: int) -> str:
@@ -54,9 +57,16 @@ def state_from_item(item: dict[str, Any]) -> AccountState:
 class DynamoStateRepository:
     """`margin_risk.service.StateRepository` on the account-state table."""
 
-    def __init__(self, client: Any, table_name: str = names.ACCOUNT_STATE_TABLE) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table_name: str = names.ACCOUNT_STATE_TABLE,
+        max_concurrent_commits: int = MAX_CONCURRENT_COMMITS,
+    ) -> None:
         self.client = client
         self.table = table_name
+        # Give the client at least this many pooled connections (botocore's default is 10).
+        self.max_concurrent_commits = max_concurrent_commits
         # Raw head items last seen per account (loaded, or returned by a failed condition).
         self._heads: dict[str, dict[str, Any]] = {}
 

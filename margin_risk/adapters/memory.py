@@ -20,6 +20,7 @@ class MemoryStateRepository:
     history: dict[tuple[str, int], str] = field(default_factory=dict)
     _seen: dict[str, str] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=lambda: {"load_many": 0, "commit": 0})
+    max_concurrent_commits: int = 1  # no I/O to overlap
 
     @property
     def heads(self) -> dict[str, AccountState]:

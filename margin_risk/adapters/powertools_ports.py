@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Metrics, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics
 
 from margin_risk import names
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class EmfMetrics:
@@ -90,3 +93,18 @@ class XRayTracing:
     def _span(self, name: str) -> Iterator[Any]:
         with self.tracer.provider.in_subsegment(name=name[:200]) as seg:
             yield seg
+
+    def in_thread(self, fn: Callable[[T], R]) -> Callable[[T], R]:
+        """X-Ray keeps the current segment per thread: hand the caller's to the worker, so its
+        AWS calls are subsegments of the caller's span instead of orphans."""
+        provider: Any = self.tracer.provider  # typed BaseProvider; at run time the X-Ray recorder
+        entity = provider.get_trace_entity()
+
+        def run(arg: T) -> R:
+            provider.set_trace_entity(entity)
+            try:
+                return fn(arg)
+            finally:
+                provider.clear_trace_entities()
+
+        return run

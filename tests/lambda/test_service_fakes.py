@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import threading
+from dataclasses import dataclass, field
 
 from lambdas.enforcement.local_invoke import build_msk_event
 from margin_risk import names
@@ -14,8 +15,8 @@ from margin_risk.adapters.memory import (
     MemoryStateRepository,
 )
 from margin_risk.adapters.msk_event import inbound_records
-from margin_risk.enforcement import replay
-from margin_risk.service import EnforcementService
+from margin_risk.enforcement import AccountState, replay
+from margin_risk.service import CommitInfo, EnforcementService
 
 from .harness import Feed, book, calc
 
@@ -57,8 +58,9 @@ def test_restricted_cure_goes_to_restrictions_topic_and_state_matches_replay():
     assert len(store.objects) == 2 and len(lines) == 3  # hours 14 and 15, one line a decision
 
 
-def test_throughput_on_fakes_is_far_above_the_msk_batch_rate():
-    # 2,000 records over 200 accounts in batches of 100: the pure batch logic, no I/O
+def test_batches_on_fakes_read_state_once_each_and_commit_every_account():
+    # 2,000 records over 200 accounts in batches of 100: the pure batch logic, no I/O (its speed
+    # is measured by `python -m bench`, not here)
     svc, repo, _, _ = make()
     feed = Feed()
     events = [
@@ -66,14 +68,58 @@ def test_throughput_on_fakes_is_far_above_the_msk_batch_rate():
         for i in range(2_000)
     ]
     batches = [events[i : i + 100] for i in range(0, len(events), 100)]
-    msk = [inbound_records(build_msk_event(feed.records(b))) for b in batches]
-    t = time.perf_counter()
-    for recs in msk:
-        assert svc.process(recs).failed == []
-    elapsed = time.perf_counter() - t
+    for b in batches:
+        assert svc.process(inbound_records(build_msk_event(feed.records(b)))).failed == []
     assert repo.calls["load_many"] == 20 and len(repo.heads) == 200
-    rate = 2_000 / elapsed
-    print(
-        f"\nservice on in-memory ports: {rate:,.0f} records/s ({elapsed * 1000 / 20:.1f} ms per 100)"
+    assert {a: h.version for a, h in repo.heads.items()} == {f"ACC-{i:03d}": 10 for i in range(200)}
+
+
+@dataclass
+class MeetingRepository(MemoryStateRepository):
+    """Its first ``meet`` commits wait for each other at a barrier: they can only all return if
+    the service really has that many commits in flight at once."""
+
+    meet: int = 4
+    peak: int = 0
+    _inflight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _barrier: threading.Barrier | None = None
+
+    def commit(
+        self, state: AccountState, expected_version: int, info: CommitInfo
+    ) -> AccountState | None:
+        with self._lock:
+            self._inflight += 1
+            self.peak = max(self.peak, self._inflight)
+            first = self.calls["commit"] < self.meet
+            stored = super().commit(state, expected_version, info)
+        if first:
+            if self._barrier is None:
+                raise AssertionError("barrier not set")
+            self._barrier.wait(timeout=10)  # BrokenBarrierError: the commits ran one by one
+        with self._lock:
+            self._inflight -= 1
+        return stored
+
+
+def test_state_commits_run_in_parallel_up_to_the_repository_limit_with_the_same_result():
+    repo = MeetingRepository(max_concurrent_commits=4)
+    repo._barrier = threading.Barrier(4)
+    store, pub = MemoryObjectStore(), MemoryPublisher()
+    svc = EnforcementService(
+        repo=repo,
+        audit_sink=store,
+        rejected_sink=store,
+        publisher=pub,
+        notifier=MemoryNotifier(),
+        metrics=MemoryMetrics(),
     )
-    assert rate > 1_000
+    # 12 accounts, each going into a call (price 19: equity < 0 also triggers a liquidation)
+    events = [calc(f"P{i:02d}", 60, -40_000, book(19), f"p{i}") for i in range(12)]
+    res = svc.process(inbound_records(build_msk_event(Feed().records(events))))
+    assert res.failed == [] and res.accounts_committed == 12
+    assert repo.peak == 4  # four at once (they met at the barrier), never more than the limit
+    clean = replay(events)
+    for a, st in clean.states.items():
+        assert repo.heads[a].model_dump(exclude={"version"}) == st.model_dump(exclude={"version"})
+    assert sorted(d.event_id for d in res.decisions) == sorted(d.event_id for d in clean.decisions)
