@@ -213,10 +213,13 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"| {key} | {_fmt(v)} | |")
     if x:
         lines.append(f"| e2e.latency_ms_p95 | {_fmt(x.get('latency_ms_p95'))} | |")
-    for mode in ("fakes", "moto"):
+    for mode in ("fakes", "moto", "moto_rtt"):
+        label = mode
+        if mode == "moto_rtt":
+            label = f"moto + {_fmt(e.get('modelled_rtt_ms'))} ms per DynamoDB call (model)"
         for size, d in (e.get(mode) or {}).items():
             lines.append(
-                f"| enforcement.{mode} batch {size}: rec/s, p50/p99 ms | "
+                f"| enforcement.{label} batch {size}: rec/s, p50/p99 ms | "
                 f"{_fmt(d['records_per_s'])}, {_fmt(d['batch_ms_p50'])}/{_fmt(d['batch_ms_p99'])}"
                 " | |"
             )

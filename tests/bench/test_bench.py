@@ -111,6 +111,10 @@ def test_enforcement_against_moto_counts_aws_calls():
     assert out["idempotency_calls_per_batch"] == 2
     assert out["s3_puts_per_batch"] == 1
     assert out["ddb_calls_per_batch"] > out["state_reads_per_batch"]
+    # the modelled round trip changes the time, never the calls or the outcome
+    rtt = out["moto_rtt"]["100"]
+    assert out["modelled_rtt_ms"] == 5.0 and rtt["item_failures"] == 0
+    assert rtt["calls_per_batch"] == out["moto"]["100"]["calls_per_batch"]
 
 
 @pytest.mark.integration
