@@ -21,8 +21,11 @@ from margin_risk.service import CommitInfo, EnforcementService
 from .harness import Feed, book, calc
 
 
-def make() -> tuple[EnforcementService, MemoryStateRepository, MemoryObjectStore, MemoryPublisher]:
-    repo, store, pub = MemoryStateRepository(), MemoryObjectStore(), MemoryPublisher()
+def make(
+    repo: MemoryStateRepository | None = None,
+) -> tuple[EnforcementService, MemoryStateRepository, MemoryObjectStore, MemoryPublisher]:
+    repo = repo or MemoryStateRepository()
+    store, pub = MemoryObjectStore(), MemoryPublisher()
     svc = EnforcementService(
         repo=repo,
         audit_sink=store,
@@ -105,15 +108,7 @@ class MeetingRepository(MemoryStateRepository):
 def test_state_commits_run_in_parallel_up_to_the_repository_limit_with_the_same_result():
     repo = MeetingRepository(max_concurrent_commits=4)
     repo._barrier = threading.Barrier(4)
-    store, pub = MemoryObjectStore(), MemoryPublisher()
-    svc = EnforcementService(
-        repo=repo,
-        audit_sink=store,
-        rejected_sink=store,
-        publisher=pub,
-        notifier=MemoryNotifier(),
-        metrics=MemoryMetrics(),
-    )
+    svc, _, _, _ = make(repo)
     # 12 accounts, each going into a call (price 19: equity < 0 also triggers a liquidation)
     events = [calc(f"P{i:02d}", 60, -40_000, book(19), f"p{i}") for i in range(12)]
     res = svc.process(inbound_records(build_msk_event(Feed().records(events))))
