@@ -375,29 +375,31 @@ class EnforcementService:
         restricted_met: list[AuditEvent] = []
         outcomes: list[Outcome] = []
         changed = False
-        for r in records:
-            with self.tracing.span(f"record {r.coordinate.key}"):
+        # One span per account, not per record: a 1,000-record batch made 1,000 subsegments, and
+        # a subsegment costs even with tracing off (~15% of the handler with in-memory ports).
+        with self.tracing.span(f"account {base.account_id} ({len(records)} records)"):
+            for r in records:
                 was_restricted = state.margin.restricted
                 t = apply_event(state, r.event, self.policy)
-            outcomes.append(t.outcome)
-            if t.outcome is Outcome.APPLIED:
-                changed = changed or t.changed
-                state = t.state
-                decisions.extend(t.decisions)
-                if was_restricted:
-                    restricted_met.extend(
-                        d for d in t.decisions if d.event_type == names.EVENT_MARGIN_CALL_MET
+                outcomes.append(t.outcome)
+                if t.outcome is Outcome.APPLIED:
+                    changed = changed or t.changed
+                    state = t.state
+                    decisions.extend(t.decisions)
+                    if was_restricted:
+                        restricted_met.extend(
+                            d for d in t.decisions if d.event_type == names.EVENT_MARGIN_CALL_MET
+                        )
+                else:
+                    log.info(
+                        "record not applied",
+                        extra={
+                            "outcome": t.outcome.value,
+                            "coordinate": r.coordinate.key,
+                            "event_id": r.event.event_id,
+                            "correlation_id": r.event.correlation_id,
+                        },
                     )
-            else:
-                log.info(
-                    "record not applied",
-                    extra={
-                        "outcome": t.outcome.value,
-                        "coordinate": r.coordinate.key,
-                        "event_id": r.event.event_id,
-                        "correlation_id": r.event.correlation_id,
-                    },
-                )
         if changed:
             state = state.model_copy(update={"version": base.version + 1})
         return _AccountRun(
