@@ -53,7 +53,7 @@ class _Committed:
     """The outcome of a commit attempt that stored the state."""
 
 
-COMMITTED = _Committed()
+_COMMITTED = _Committed()
 # One commit attempt: stored, the other writer's state (a conflict), or the error it raised.
 _Attempt = _Committed | AccountState | Exception
 NOTIFY_TYPES = frozenset({names.EVENT_MARGIN_CALL_ISSUED, names.EVENT_LIQUIDATION_TRIGGERED})
@@ -568,16 +568,16 @@ class EnforcementService:
         ``max_concurrent_commits`` at a time: the accounts are distinct items, so the writes are
         independent, and one after the other they were the batch's longest step (one network
         round trip per account). Conflicts and failures are handled afterwards, in order."""
-        infos = {r.account_id: self._commit_info(r, batch) for r in runs}
+        jobs = [(r, self._commit_info(r, batch)) for r in runs]  # the clock is read here
 
-        def attempt(run: _AccountRun) -> tuple[str, _Attempt]:
-            return run.account_id, self._try_commit(run, infos[run.account_id])
+        def attempt(job: tuple[_AccountRun, CommitInfo]) -> tuple[str, _Attempt]:
+            return job[0].account_id, self._try_commit(*job)
 
         workers = min(len(runs), max(1, self.repo.max_concurrent_commits))
         if workers <= 1:
-            return dict(attempt(r) for r in runs)
+            return dict(map(attempt, jobs))
         with ThreadPoolExecutor(workers, thread_name_prefix="commit") as pool:
-            return dict(pool.map(self.tracing.in_thread(attempt), runs))
+            return dict(pool.map(self.tracing.in_thread(attempt), jobs))
 
     def _commit_info(self, run: _AccountRun, batch: str) -> CommitInfo:
         return CommitInfo(batch, tuple(d.event_id for d in run.decisions), self.clock())
@@ -588,7 +588,7 @@ class EnforcementService:
             stored = self.repo.commit(run.state, run.base.version, info)
         except Exception as exc:
             return exc
-        return COMMITTED if stored is None else stored
+        return _COMMITTED if stored is None else stored
 
     def _commit(
         self,
