@@ -8,8 +8,10 @@ holdings sorted by symbol, so both engines agree bit for bit (not just to the ce
 
 from __future__ import annotations
 
-from typing import List
+import weakref
+from typing import Any, Dict, List, Tuple
 
+from pyspark import SparkContext
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -116,27 +118,66 @@ def with_margin_and_stress(books: DataFrame, p: MarginParams, stress: bool = Tru
     and then referenced by name: nesting the expressions instead would copy every fold into each
     field that uses it and blow up the plan (and the generated code) multiplicatively.
     """
+    df = books
+    for cols in _projections(books.sparkSession.sparkContext, p, stress, tuple(books.columns)):
+        df = df.select(*cols)
+    return df
+
+
+# Column expressions are plain trees of names, so the projections built for one set of
+# parameters serve every micro-batch of a session: building them costs ~1,000 round trips to
+# the JVM (0.1-0.2 s of a 4 s batch, measured), the same each time. Keyed weakly by the
+# SparkContext, whose JVM the expressions live in.
+_PROJECTIONS: "weakref.WeakKeyDictionary[SparkContext, Dict[Any, List[List[Column]]]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _projections(
+    sc: SparkContext, p: MarginParams, stress: bool, columns: Tuple[str, ...]
+) -> List[List[Column]]:
+    per_context = _PROJECTIONS.setdefault(sc, {})
+    key = (p, stress, columns)
+    if key not in per_context:
+        per_context[key] = _build_projections(p, stress, columns)
+    return per_context[key]
+
+
+def _build_projections(
+    p: MarginParams, stress: bool, columns: Tuple[str, ...]
+) -> List[List[Column]]:
     moves: List[float] = [float(s) for s in p.scenarios] if stress else []
-    keep = [F.col(c) for c in books.columns]
-    df = books.select(
-        *keep, *[_shock(F.col("holdings"), s).alias(f"_h{i}") for i, s in enumerate(moves)]
-    )
+    keep = [F.col(c) for c in columns]
+    out: List[List[Column]] = [
+        [*keep, *[_shock(F.col("holdings"), s).alias(f"_h{i}") for i, s in enumerate(moves)]]
+    ]
     hcols = ["holdings"] + [f"_h{i}" for i in range(len(moves))]
-    df = df.select(
-        *keep,
-        *[F.col(h) for h in hcols[1:]],
-        *[_fold(F.col(h), p).alias(f"_f{i}") for i, h in enumerate(hcols)],
+    out.append(
+        [
+            *keep,
+            *[F.col(h) for h in hcols[1:]],
+            *[_fold(F.col(h), p).alias(f"_f{i}") for i, h in enumerate(hcols)],
+        ]
     )
     if p.concentration_addon > 0:
-        df = df.select(
-            *keep,
-            *[_addon(F.col(h), F.col(f"_f{i}"), p).alias(f"_f{i}") for i, h in enumerate(hcols)],
+        out.append(
+            [
+                *keep,
+                *[
+                    _addon(F.col(h), F.col(f"_f{i}"), p).alias(f"_f{i}")
+                    for i, h in enumerate(hcols)
+                ],
+            ]
         )
-    df = df.select(
-        *keep, *[_money(F.col(f"_f{i}"), F.col("cash")).alias(f"_m{i}") for i in range(len(hcols))]
+    out.append(
+        [
+            *keep,
+            *[_money(F.col(f"_f{i}"), F.col("cash")).alias(f"_m{i}") for i in range(len(hcols))],
+        ]
     )
     if not stress:
-        return df.select(*keep, F.col("_m0").alias("m"))
+        out.append([*keep, F.col("_m0").alias("m")])
+        return out
     rows = [
         F.struct(
             _lit(s).alias("scenario"),
@@ -147,7 +188,7 @@ def with_margin_and_stress(books: DataFrame, p: MarginParams, stress: bool = Tru
         )
         for i, s in enumerate(moves)
     ]
-    df = df.select(*keep, F.col("_m0").alias("m"), F.array(*rows).alias("scenarios_full"))
+    out.append([*keep, F.col("_m0").alias("m"), F.array(*rows).alias("scenarios_full")])
 
     def pick(best: Column, r: Column) -> Column:
         d, bd = r["stressed_deficiency"], best["stressed_deficiency"]
@@ -156,14 +197,17 @@ def with_margin_and_stress(books: DataFrame, p: MarginParams, stress: bool = Tru
 
     grid = F.col("scenarios_full")
     worst = F.aggregate(F.slice(grid, 2, len(moves)), grid[0], pick)
-    df = df.select(*keep, "m", "scenarios_full", worst.alias("_w"))
-    return df.select(
-        *keep,
-        "m",
-        "scenarios_full",
-        F.col("_w")["scenario"].alias("worst_scenario"),
-        F.col("_w")["stressed_deficiency"].alias("worst_deficiency"),
+    out.append([*keep, F.col("m"), F.col("scenarios_full"), worst.alias("_w")])
+    out.append(
+        [
+            *keep,
+            F.col("m"),
+            F.col("scenarios_full"),
+            F.col("_w")["scenario"].alias("worst_scenario"),
+            F.col("_w")["stressed_deficiency"].alias("worst_deficiency"),
+        ]
     )
+    return out
 
 
 def holdings_by_account(positions_df: DataFrame, cash_df: DataFrame) -> DataFrame:
