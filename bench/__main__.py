@@ -55,7 +55,7 @@ def settings(quick: bool, spark: bool) -> dict[str, Any]:
         "enforcement": EnforcementSettings(
             runs=5, batches_per_run={100: 20, 1000: 4}, warmup_batches=3
         ),
-        "e2e": E2ESettings(duration_s=60.0, drain_timeout_s=300.0),
+        "e2e": E2ESettings(duration_s=60.0, steady_warmup_s=120.0, drain_timeout_s=300.0),
     }
 
 
