@@ -296,3 +296,69 @@ def test_restart_after_a_crash_replays_the_batch_without_losing_or_repeating_a_f
     assert [v["equity"] for v in margin] == [0.0, 0.0, 0.0]
     assert margin[0]["event_id"] == margin[1]["event_id"]
     assert margin[2]["event_id"] != margin[0]["event_id"]
+
+
+class _EndlessTopic:
+    """A consumer whose topic never goes quiet: every poll returns ten more records after a
+    10 ms fetch, as a busy partition does."""
+
+    def __init__(self) -> None:
+        self.next_offset = 0
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        import time
+
+        time.sleep(0.01)
+        out = []
+        for _ in range(min(10, num_messages)):
+            out.append(_Msg(self.next_offset))
+            self.next_offset += 1
+        return out
+
+
+class _Msg:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return names.TOPIC_PRICES
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def test_a_batch_under_steady_input_closes_its_read_and_leaves_the_rest_for_the_next(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Input that never goes quiet does not hold a micro-batch open: the read closes max_read_s
+    after the first record (reading until an idle poll ran on for seconds under steady input),
+    and the next batch starts exactly where it stopped."""
+    with (
+        start_broker(partitions=1) as broker,
+        LocalMarginJob(
+            broker.bootstrap,
+            str(tmp_path / "state"),
+            spark=spark,
+            max_batch_records=5_000,
+            max_read_s=0.25,
+        ) as job,
+    ):
+        real = job._consumer
+        job._consumer = _EndlessTopic()  # type: ignore[assignment]
+        job._assigned = {}
+        try:
+            msgs, nxt = job._read({}, None)
+            more, _ = job._read(nxt, None)
+        finally:
+            job._consumer = real
+    # at most 0.25 s / 10 ms polls of 10 records (fewer on a slow machine), far below the cap
+    assert 0 < len(msgs) <= 300
+    assert [m.offset() for m in msgs] == list(range(len(msgs)))
+    assert nxt == {f"{names.TOPIC_PRICES}:0": len(msgs)}
+    assert more[0].offset() == len(msgs)
