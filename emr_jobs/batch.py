@@ -9,10 +9,10 @@ expression; the only driver-side work is a handful of small counts.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from pyspark import InheritableThread
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -448,10 +448,31 @@ def process_batch(
 def _concurrently(*calls: Callable[[], Any]) -> List[Any]:
     """Run independent driver-side calls that each submit Spark jobs at the same time and return
     their results in order; the first failure is raised. Spark's scheduler takes jobs from many
-    threads, and most of a small job's time is fixed cost the driver spends waiting."""
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [f.result() for f in futures]
+    threads, and most of a small job's time is fixed cost the driver spends waiting.
+
+    The first call runs in this thread, the others in ``InheritableThread``s: they carry this
+    thread's Spark local properties (a streaming query's job group, so stopping the query also
+    cancels their jobs) and close their JVM connection when done (plain threads leak one per
+    thread in pinned-thread mode, i.e. one per micro-batch here)."""
+    results: List[Any] = [None] * len(calls)
+    errors: List[Optional[BaseException]] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors[i] = exc
+
+    threads = [InheritableThread(run, args=(i,)) for i in range(1, len(calls))]
+    for t in threads:
+        t.start()
+    run(0)
+    for t in threads:
+        t.join()
+    for exc in errors:
+        if exc is not None:
+            raise exc
+    return results
 
 
 def event_hour(ts: Column) -> Column:
