@@ -6,6 +6,7 @@ boto3 clients through `Runtime` to inject faults with botocore event hooks, neve
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -91,7 +92,21 @@ def build_runtime(config: EnforcementConfig | None = None) -> Runtime:
 @lru_cache(maxsize=1)
 def get_runtime() -> Runtime:
     """The execution environment's runtime, built on first use (after the env is set)."""
-    return build_runtime()
+    runtime = build_runtime()
+    freeze_startup_objects()
+    return runtime
+
+
+def freeze_startup_objects() -> None:
+    """Move everything alive after the first runtime build (modules, botocore's service models,
+    Powertools, pydantic schemas: ~136k objects) out of the cyclic collector's reach, once per
+    process. Every full collection used to walk them: 80-120 ms pauses every few batches.
+    Measured on 1,000-record batches with in-memory ports, 60 batches a run, two runs each:
+    batch p99 216-220 -> 143-145 ms, median records/s 16.2k -> 19.6k. Objects still die by
+    reference counting; only cycles among the frozen ones would never be collected."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 def reset_runtime() -> None:
