@@ -135,15 +135,20 @@ class InputFeed:
 
 @dataclass
 class Decisions:
-    """(decided wall time, latency seconds) of every result record the handler processed."""
+    """(decided wall time, latency seconds) of every result record the handler processed, and
+    where each latency went: input to result produced by the Spark job (the result record's
+    Kafka timestamp), result produced to handler invoked (the mapping's read and window), and
+    the invocation itself."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     samples: list[tuple[float, float]] = field(default_factory=list)
+    stages: list[tuple[float, float, float, float]] = field(default_factory=list)
     newest_origin: float = 0.0
     records: int = 0
 
-    def add(self, event: dict[str, Any], decided: float) -> None:
+    def add(self, event: dict[str, Any], decided: float, invoked: float | None = None) -> None:
         out = []
+        parts = []
         newest = 0.0
         for recs in (event.get("records") or {}).values():
             for r in recs:
@@ -155,10 +160,33 @@ class Decisions:
                     origin = datetime.fromisoformat(text).timestamp()
                     newest = max(newest, origin)
                     out.append((decided, decided - origin))
+                    if invoked is not None and r.get("timestamp") is not None:
+                        produced = float(r["timestamp"]) / 1000.0
+                        parts.append(
+                            (origin, produced - origin, invoked - produced, decided - invoked)
+                        )
         with self.lock:
             self.samples.extend(out)
+            self.stages.extend(parts)
             self.records += len(out)
             self.newest_origin = max(self.newest_origin, newest)
+
+
+def latency_stages(stages: list[tuple[float, float, float, float]]) -> dict[str, Any]:
+    """p50/p99 (ms) of each part of the latency, and the parts of the slowest results."""
+    if not stages:
+        return {}
+    out: dict[str, Any] = {}
+    for i, name in enumerate(("spark", "mapping", "handler"), start=1):
+        ms = [x[i] * 1000.0 for x in stages]
+        out[f"{name}_ms_p50"] = percentile(ms, 50)
+        out[f"{name}_ms_p99"] = percentile(ms, 99)
+    worst = sorted(stages, key=lambda x: x[1] + x[2] + x[3])[-3:]
+    out["slowest_ms"] = [
+        {"spark": round(x[1] * 1000), "mapping": round(x[2] * 1000), "handler": round(x[3] * 1000)}
+        for x in reversed(worst)
+    ]
+    return out
 
 
 def _producer_loop(
@@ -238,8 +266,9 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         log(f"e2e: spark local runner up in {spark_start_s:.1f}s")
 
         def handler(event: dict[str, Any], context: Any) -> Any:
+            invoked = time.time()
             resp = invoke(event, context)
-            decisions.add(event, time.time())
+            decisions.add(event, time.time(), invoked)
             return resp
 
         esm = LocalEventSourceMapping(
@@ -350,6 +379,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         drain_s = (esm_idle if drained else time.time()) - t_end
         with decisions.lock:
             samples = [x for x in decisions.samples if x[0] - x[1] >= t_start]
+            stages = [x for x in decisions.stages if x[0] >= t_start]
         steady_batches = spark_stats[batches_before:]
         esm_invocations = esm.stats.invocations
 
@@ -390,6 +420,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         "latency_ms_p99": p99,
         "latency_ms_max": max(lat) if lat else float("nan"),
         "latency_growing": growing,
+        "latency_stages": latency_stages(stages),
         "staleness_s_samples": [[round(a, 1), round(b, 2)] for a, b in staleness],
         "drained": drained,
         "drain_s": drain_s,

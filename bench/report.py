@@ -213,6 +213,13 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"| {key} | {_fmt(v)} | |")
     if x:
         lines.append(f"| e2e.latency_ms_p95 | {_fmt(x.get('latency_ms_p95'))} | |")
+        st = x.get("latency_stages") or {}
+        for part in ("spark", "mapping", "handler"):
+            if f"{part}_ms_p50" in st:
+                lines.append(
+                    f"| e2e latency part {part}: p50/p99 ms | {_fmt(st[f'{part}_ms_p50'])}/"
+                    f"{_fmt(st[f'{part}_ms_p99'])} | |"
+                )
     for mode in ("fakes", "moto", "moto_rtt"):
         label = mode
         if mode == "moto_rtt":

@@ -18,6 +18,7 @@ from bench.enforcement import run as run_enforcement
 from bench.kernel import KernelSettings, mismatches, params, reference_run
 from bench.kernel import run as run_kernel
 from bench.kernel_numpy import NumpyKernel
+from margin_risk import names
 from margin_risk.params import MarginParams
 from margin_risk.rules import compute_margin
 from margin_risk.stress import stress_table
@@ -130,6 +131,34 @@ def test_e2e_smallest_configuration_runs_and_reports():
     assert out["drained"] is True and out["results_decided"] > 0
     assert out["latency_ms_p50"] <= out["latency_ms_p99"]
     assert isinstance(out["kept_up"], bool)
+    parts = out["latency_stages"]
+    assert parts["spark_ms_p50"] > 0 and parts["handler_ms_p50"] > 0
+    assert parts["mapping_ms_p50"] >= 0
+
+
+def test_a_results_latency_splits_into_spark_mapping_and_handler():
+    from bench.e2e import Decisions, latency_stages
+
+    d = Decisions()
+    origin = "2026-12-04T20:00:00.250Z"
+    event = {
+        "records": {
+            "margin.calc.v1-0": [
+                {
+                    "timestamp": 1_796_414_403_000,  # 20:00:03.000: the Spark job produced it
+                    "headers": [{names.HEADER_ORIGIN_TS: list(origin.encode())}],
+                }
+            ]
+        }
+    }
+    # handler invoked at 20:00:03.600, returned at 20:00:04.000
+    d.add(event, decided=1_796_414_404.0, invoked=1_796_414_403.6)
+    assert d.samples == [(1_796_414_404.0, pytest.approx(3.75))]
+    parts = latency_stages(d.stages)
+    assert parts["spark_ms_p50"] == pytest.approx(2750.0)
+    assert parts["mapping_ms_p50"] == pytest.approx(600.0)
+    assert parts["handler_ms_p50"] == pytest.approx(400.0)
+    assert parts["slowest_ms"] == [{"spark": 2750, "mapping": 600, "handler": 400}]
 
 
 def test_report_has_the_issue_keys_and_renders_a_table():
