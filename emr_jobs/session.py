@@ -14,6 +14,8 @@ SESSION_CONF = {
     "spark.sql.codegen.cache.maxEntries": "4096",
 }
 
+LOCAL_DRIVER_JAVA_OPTIONS = "-XX:+UseParallelGC"
+
 
 def build_local_session(
     shuffle_partitions: int = 2, app_name: str = "margin-job-local"
@@ -30,6 +32,11 @@ def build_local_session(
         # (measured ~30% slower per batch). EMR keeps its default (on) for real volumes.
         .config("spark.sql.adaptive.enabled", "false")
         .config("spark.driver.memory", "2g")
+        # The whole local pipeline shares a few cores, so the driver JVM's CPU per micro-batch is
+        # what bounds latency. The throughput collector spends less of it than G1 on these short-
+        # lived plan and row objects (measured on 5,000-record batches after 45 batches of
+        # warm-up: JVM CPU 4.1 -> 3.3 s per batch, batch 2.8 -> 2.5 s).
+        .config("spark.driver.extraJavaOptions", LOCAL_DRIVER_JAVA_OPTIONS)
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
     )
     for k, v in SESSION_CONF.items():
