@@ -362,3 +362,55 @@ def test_a_batch_under_steady_input_closes_its_read_and_leaves_the_rest_for_the_
     assert [m.offset() for m in msgs] == list(range(len(msgs)))
     assert nxt == {f"{names.TOPIC_PRICES}:0": len(msgs)}
     assert more[0].offset() == len(msgs)
+
+
+class _Backlog:
+    """A consumer holding a fetched backlog and nothing more: like confluent-kafka's consume(),
+    a call returns at once only when it can fill ``num_messages``; otherwise it waits out its
+    timeout and returns what it has."""
+
+    def __init__(self, queued: int) -> None:
+        self.queued = queued
+        self.next_offset = 0
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]:
+        import time
+
+        if self.queued < num_messages:
+            time.sleep(timeout)
+        out = [_Msg(self.next_offset + i) for i in range(min(self.queued, num_messages))]
+        self.next_offset += len(out)
+        self.queued -= len(out)
+        return out
+
+
+def test_a_read_takes_the_fetched_backlog_without_waiting_a_poll_timeout_first(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Records already fetched are taken at once; the read then lasts its window (max_read_s),
+    not a poll timeout plus the window."""
+    import time
+
+    with (
+        start_broker(partitions=1) as broker,
+        LocalMarginJob(
+            broker.bootstrap,
+            str(tmp_path / "state"),
+            spark=spark,
+            poll_timeout_s=2.0,
+            max_read_s=0.1,
+        ) as job,
+    ):
+        real = job._consumer
+        job._consumer = _Backlog(queued=500)  # type: ignore[assignment]
+        job._assigned = {}
+        try:
+            t0 = time.monotonic()
+            msgs, nxt = job._read({}, None)
+            took = time.monotonic() - t0
+        finally:
+            job._consumer = real
+    assert [m.offset() for m in msgs] == list(range(500))
+    assert nxt == {f"{names.TOPIC_PRICES}:0": 500}
+    # 0.1 s window; the old first call waited the whole 2 s poll timeout before it
+    assert took < 1.0
