@@ -234,6 +234,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
     threads: list[threading.Thread] = []
     spark_stats: list[Any] = []
     spark_jobs: list[int] = []  # Spark jobs (actions) each micro-batch ran
+    spark_reads: list[dict[str, float]] = []  # LocalMarginJob.last_read of each micro-batch
     # Last time each stage found nothing to do (Spark: no new input; mapping: no new results).
     idle = {"spark": 0.0, "esm": 0.0}
     with contextlib.ExitStack() as stack:
@@ -296,11 +297,13 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
                     stop_spark.wait(0.05)
                     continue
                 spark_stats.append(st)
+                spark_reads.append(dict(job.last_read))
                 spark_jobs.append(len(tracker.getJobIdsForGroup()) - jobs_before)
                 log(
                     f"e2e: spark batch {st.batch_id}: {st.input_records} inputs,"
                     f" {st.margin_results} margin results, {st.duration_s:.1f}s,"
-                    f" {spark_jobs[-1]} Spark jobs"
+                    f" {spark_jobs[-1]} Spark jobs; read {job.last_read.get('read_s', 0):.2f}s,"
+                    f" newest input {job.last_read.get('newest_age_s', 0):.2f}s old at its end"
                 )
 
         threads = [
@@ -381,6 +384,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
             samples = [x for x in decisions.samples if x[0] - x[1] >= t_start]
             stages = [x for x in decisions.stages if x[0] >= t_start]
         steady_batches = spark_stats[batches_before:]
+        steady_reads = spark_reads[batches_before:]
         esm_invocations = esm.stats.invocations
 
     lat = [x[1] * 1000.0 for x in samples]
@@ -431,6 +435,10 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         "spark_jobs_per_batch": spark_jobs,
         "spark_events_per_s_while_busy": spark_rate,
         "spark_batch_s": [round(d, 1) for d in spark_durations],
+        # Per micro-batch: seconds its read took and the age of its newest input when the read
+        # ended (what a result waits before its batch starts, beyond the batch itself).
+        "spark_read_s": [round(r.get("read_s", 0.0), 2) for r in steady_reads],
+        "spark_read_newest_age_s": [round(r.get("newest_age_s", 0.0), 2) for r in steady_reads],
         "spark_input_per_batch_p50": percentile(
             [float(b.input_records) for b in steady_batches], 50
         ),
