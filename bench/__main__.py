@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ os.environ.setdefault(
     "PYSPARK_SUBMIT_ARGS", "--conf spark.ui.showConsoleProgress=false pyspark-shell"
 )
 
+from bench.sections import in_fresh_process, run_section
 from margin_risk.files import unwritable
 
 SECTIONS = ("kernel", "enforcement", "e2e")
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem := unwritable(Path(args.out)):
         ap.error(f"--out {args.out}: {problem}")
 
-    from bench import e2e, enforcement, kernel, report
-
-    def log(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    from bench import report
 
     cfg = settings(args.quick, not args.no_spark)
     out: dict[str, Any] = {
@@ -91,15 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     started = time.monotonic()
-    runners: dict[str, Callable[..., dict[str, Any]]] = {
-        "kernel": kernel.run,
-        "enforcement": enforcement.run,
-        "e2e": e2e.run,
-    }
     for name in SECTIONS:
         if name in chosen:
             t0 = time.monotonic()
-            out[name] = runners[name](cfg[name], log=log)
+            if len(chosen) == 1:
+                out[name] = run_section(name, cfg[name])
+            else:
+                out[name] = in_fresh_process(name, cfg[name])
             out[name]["section_wall_s"] = time.monotonic() - t0
     out["wall_s"] = time.monotonic() - started
     out["load_average_at_end"] = list(os.getloadavg())

@@ -13,6 +13,7 @@ one micro-batch longer; the Spark batch durations are reported beside the latenc
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import os
@@ -170,6 +171,24 @@ class Decisions:
             self.stages.extend(parts)
             self.records += len(out)
             self.newest_origin = max(self.newest_origin, newest)
+
+
+def while_input_flowed(
+    stages: list[tuple[float, float, float, float]], read_ends: list[float], stopped: float
+) -> list[float]:
+    """Latencies (s) of the results whose micro-batch read ended before the producer stopped.
+
+    A result belongs to the last read that ended before it was produced. The batch that reads
+    after the stop holds inputs that queued while the batch before it ran, with no newer input
+    behind them: its latency includes that wait, which in steady state newer inputs hide."""
+    ends = sorted(read_ends)
+    out = []
+    for origin, spark, mapping, handler in stages:
+        produced = origin + spark
+        read = bisect.bisect_right(ends, produced) - 1
+        if read >= 0 and ends[read] < stopped:
+            out.append(spark + mapping + handler)
+    return out
 
 
 def latency_stages(stages: list[tuple[float, float, float, float]]) -> dict[str, Any]:
@@ -388,6 +407,8 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         esm_invocations = esm.stats.invocations
 
     lat = [x[1] * 1000.0 for x in samples]
+    read_ends = [r["ended_at"] for r in spark_reads if "ended_at" in r]
+    flowing = [x * 1000.0 for x in while_input_flowed(stages, read_ends, t_end)]
     q = len(samples) // 4
     early = [x[1] for x in sorted(samples)[q : 2 * q]]
     late = [x[1] for x in sorted(samples)[3 * q :]]
@@ -425,6 +446,9 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         "latency_ms_max": max(lat) if lat else float("nan"),
         "latency_growing": growing,
         "latency_stages": latency_stages(stages),
+        # Without the batch that read after the producer stopped (see while_input_flowed).
+        "latency_ms_p99_while_input_flowed": percentile(flowing, 99) if flowing else None,
+        "results_while_input_flowed": len(flowing),
         "staleness_s_samples": [[round(a, 1), round(b, 2)] for a, b in staleness],
         "drained": drained,
         "drain_s": drain_s,

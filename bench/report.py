@@ -213,6 +213,11 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"| {key} | {_fmt(v)} | |")
     if x:
         lines.append(f"| e2e.latency_ms_p95 | {_fmt(x.get('latency_ms_p95'))} | |")
+        if x.get("latency_ms_p99_while_input_flowed") is not None:
+            lines.append(
+                "| e2e.latency_ms_p99 without the batch read after the input stopped | "
+                f"{_fmt(x['latency_ms_p99_while_input_flowed'])} | |"
+            )
         st = x.get("latency_stages") or {}
         for part in ("spark", "mapping", "handler"):
             if f"{part}_ms_p50" in st:

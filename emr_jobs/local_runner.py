@@ -274,4 +274,5 @@ def _read_info(msgs: List[Message], read_s: float) -> Dict[str, float]:
         "read_s": read_s,
         "newest_age_s": (now_ms - max(stamps)) / 1000.0,
         "oldest_age_s": (now_ms - min(stamps)) / 1000.0,
+        "ended_at": now_ms / 1000.0,
     }

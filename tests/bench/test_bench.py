@@ -75,6 +75,22 @@ def test_kernel_section_without_spark_reports_rates_and_zero_mismatches():
     assert out["scenarios"] == list(SCENARIOS)
 
 
+def test_a_section_of_a_multi_section_run_gets_its_own_interpreter():
+    # PySpark keeps its JVM for the life of the Python process, so sections sharing one process
+    # would measure the e2e Spark job in the JVM the kernel section had just loaded.
+    import os
+
+    from bench.sections import in_fresh_process
+
+    s = KernelSettings(
+        accounts=100, positions_per_account=10, python_accounts=20, runs=1, warmup=0,
+        spark_runs=1, spark=False,
+    )  # fmt: skip
+    out = in_fresh_process("kernel", s)
+    assert out["positions"] == 1000 and out["numpy_vs_reference_mismatched_accounts"] == 0
+    assert out["pid"] != os.getpid()
+
+
 @pytest.mark.spark
 def test_kernel_section_spark_variants_agree_with_numpy():
     s = KernelSettings(
@@ -134,6 +150,20 @@ def test_e2e_smallest_configuration_runs_and_reports():
     parts = out["latency_stages"]
     assert parts["spark_ms_p50"] > 0 and parts["handler_ms_p50"] > 0
     assert parts["mapping_ms_p50"] >= 0
+    assert 0 < out["results_while_input_flowed"] <= out["results_decided"]
+
+
+def test_results_of_the_batch_that_read_after_the_producer_stopped_are_told_apart():
+    from bench.e2e import while_input_flowed
+
+    reads_ended = [10.0, 14.0, 18.0]  # the third read began after the stop at 16.0
+    stages = [
+        (9.9, 2.6, 0.3, 1.0),  # produced 12.5: batch read by 10.0
+        (13.9, 2.5, 0.4, 1.1),  # produced 16.4: batch read by 14.0, results after the stop
+        (14.5, 5.5, 0.3, 1.2),  # produced 20.0: queued during the second batch, read at 18.0
+    ]
+    got = while_input_flowed(stages, reads_ended, stopped=16.0)
+    assert got == [pytest.approx(3.9), pytest.approx(4.0)]
 
 
 def test_a_results_latency_splits_into_spark_mapping_and_handler():
