@@ -3,6 +3,8 @@ included) through the local broker and the same process_batch the EMR job runs."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +300,24 @@ def test_restart_after_a_crash_replays_the_batch_without_losing_or_repeating_a_f
     assert margin[2]["event_id"] != margin[0]["event_id"]
 
 
+@contextmanager
+def _reading_from(
+    fake: Any, spark: SparkSession, tmp_path: Path, **settings: Any
+) -> Iterator[LocalMarginJob]:
+    """A local job whose reads come from ``fake`` (a stand-in for its Kafka consumer)."""
+    with (
+        start_broker(partitions=1) as broker,
+        LocalMarginJob(broker.bootstrap, str(tmp_path / "state"), spark=spark, **settings) as job,
+    ):
+        real = job._consumer
+        job._consumer = fake
+        job._assigned = {}
+        try:
+            yield job
+        finally:
+            job._consumer = real
+
+
 class _EndlessTopic:
     """A consumer whose topic never goes quiet: every poll returns ten more records after a
     10 ms fetch, as a busy partition does."""
@@ -339,24 +359,11 @@ def test_a_batch_under_steady_input_closes_its_read_and_leaves_the_rest_for_the_
     """Input that never goes quiet does not hold a micro-batch open: the read closes max_read_s
     after the first record (reading until an idle poll ran on for seconds under steady input),
     and the next batch starts exactly where it stopped."""
-    with (
-        start_broker(partitions=1) as broker,
-        LocalMarginJob(
-            broker.bootstrap,
-            str(tmp_path / "state"),
-            spark=spark,
-            max_batch_records=5_000,
-            max_read_s=0.25,
-        ) as job,
-    ):
-        real = job._consumer
-        job._consumer = _EndlessTopic()  # type: ignore[assignment]
-        job._assigned = {}
-        try:
-            msgs, nxt = job._read({}, None)
-            more, _ = job._read(nxt, None)
-        finally:
-            job._consumer = real
+    with _reading_from(
+        _EndlessTopic(), spark, tmp_path, max_batch_records=5_000, max_read_s=0.25
+    ) as job:
+        msgs, nxt = job._read({}, None)
+        more, _ = job._read(nxt, None)
     # at most 0.25 s / 10 ms polls of 10 records (fewer on a slow machine), far below the cap
     assert 0 < len(msgs) <= 300
     assert [m.offset() for m in msgs] == list(range(len(msgs)))
@@ -391,25 +398,12 @@ def test_a_read_takes_the_fetched_backlog_without_waiting_a_poll_timeout_first(
     not a poll timeout plus the window."""
     import time
 
-    with (
-        start_broker(partitions=1) as broker,
-        LocalMarginJob(
-            broker.bootstrap,
-            str(tmp_path / "state"),
-            spark=spark,
-            poll_timeout_s=2.0,
-            max_read_s=0.1,
-        ) as job,
-    ):
-        real = job._consumer
-        job._consumer = _Backlog(queued=500)  # type: ignore[assignment]
-        job._assigned = {}
-        try:
-            t0 = time.monotonic()
-            msgs, nxt = job._read({}, None)
-            took = time.monotonic() - t0
-        finally:
-            job._consumer = real
+    with _reading_from(
+        _Backlog(queued=500), spark, tmp_path, poll_timeout_s=2.0, max_read_s=0.1
+    ) as job:
+        t0 = time.monotonic()
+        msgs, nxt = job._read({}, None)
+        took = time.monotonic() - t0
     assert [m.offset() for m in msgs] == list(range(500))
     assert nxt == {f"{names.TOPIC_PRICES}:0": 500}
     # 0.1 s window; the old first call waited the whole 2 s poll timeout before it
