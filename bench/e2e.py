@@ -191,6 +191,31 @@ def while_input_flowed(
     return out
 
 
+def per_input_latencies(
+    stages: list[tuple[float, float, float, float]],
+    reads: list[tuple[float, list[float]]],
+    window: tuple[float, float],
+) -> list[float]:
+    """Seconds from each input (its Kafka timestamp, within ``window``) to the last decision on
+    the results of the micro-batch that read it: when every decision the input feeds was made.
+
+    ``reads``: per micro-batch, when its read ended and its inputs' timestamps. Unlike a result's
+    latency (from its newest input), this counts an input that arrived while the batch before ran,
+    which waits for that batch and its own."""
+    ends = sorted(end for end, _ in reads)
+    decided: dict[int, float] = {}
+    for origin, spark, mapping, handler in stages:
+        b = bisect.bisect_right(ends, origin + spark) - 1
+        if b >= 0:
+            decided[b] = max(decided.get(b, 0.0), origin + spark + mapping + handler)
+    out: list[float] = []
+    for end, stamps in reads:
+        b = ends.index(end)
+        if b in decided:
+            out.extend(decided[b] - t for t in stamps if window[0] <= t <= window[1])
+    return out
+
+
 def latency_stages(stages: list[tuple[float, float, float, float]]) -> dict[str, Any]:
     """p50/p99 (ms) of each part of the latency, and the parts of the slowest results."""
     if not stages:
@@ -254,6 +279,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
     spark_stats: list[Any] = []
     spark_jobs: list[int] = []  # Spark jobs (actions) each micro-batch ran
     spark_reads: list[dict[str, float]] = []  # LocalMarginJob.last_read of each micro-batch
+    spark_read_stamps: list[list[float]] = []  # and the Kafka timestamps of the inputs it read
     # Last time each stage found nothing to do (Spark: no new input; mapping: no new results).
     idle = {"spark": 0.0, "esm": 0.0}
     with contextlib.ExitStack() as stack:
@@ -317,6 +343,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
                     continue
                 spark_stats.append(st)
                 spark_reads.append(dict(job.last_read))
+                spark_read_stamps.append(job.last_read_stamps)
                 spark_jobs.append(len(tracker.getJobIdsForGroup()) - jobs_before)
                 log(
                     f"e2e: spark batch {st.batch_id}: {st.input_records} inputs,"
@@ -409,6 +436,12 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
     lat = [x[1] * 1000.0 for x in samples]
     read_ends = [r["ended_at"] for r in spark_reads if "ended_at" in r]
     flowing = [x * 1000.0 for x in while_input_flowed(stages, read_ends, t_end)]
+    reads = [
+        (r["ended_at"], stamps)
+        for r, stamps in zip(spark_reads, spark_read_stamps, strict=True)
+        if "ended_at" in r
+    ]
+    per_input = [x * 1000.0 for x in per_input_latencies(stages, reads, (t_start, t_end))]
     q = len(samples) // 4
     early = [x[1] for x in sorted(samples)[q : 2 * q]]
     late = [x[1] for x in sorted(samples)[3 * q :]]
@@ -449,6 +482,10 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         # Without the batch that read after the producer stopped (see while_input_flowed).
         "latency_ms_p99_while_input_flowed": percentile(flowing, 99) if flowing else None,
         "results_while_input_flowed": len(flowing),
+        # Per input rather than per result (see per_input_latencies).
+        "input_latency_ms_p50": percentile(per_input, 50) if per_input else None,
+        "input_latency_ms_p99": percentile(per_input, 99) if per_input else None,
+        "inputs_decided": len(per_input),
         "staleness_s_samples": [[round(a, 1), round(b, 2)] for a, b in staleness],
         "drained": drained,
         "drain_s": drain_s,

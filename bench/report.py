@@ -218,6 +218,11 @@ def table(r: dict[str, Any]) -> str:
                 "| e2e.latency_ms_p99 without the batch read after the input stopped | "
                 f"{_fmt(x['latency_ms_p99_while_input_flowed'])} | |"
             )
+        if x.get("input_latency_ms_p50") is not None:
+            lines.append(
+                "| e2e per input (to the last decision of its micro-batch): p50/p99 ms | "
+                f"{_fmt(x['input_latency_ms_p50'])}/{_fmt(x['input_latency_ms_p99'])} | |"
+            )
         st = x.get("latency_stages") or {}
         for part in ("spark", "mapping", "handler"):
             if f"{part}_ms_p50" in st:

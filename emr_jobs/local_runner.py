@@ -80,6 +80,7 @@ class LocalMarginJob:
         # The last unplanned read: records, seconds spent reading, and how old its newest and
         # oldest records were when it ended (a diagnostic for latency: see the e2e benchmark).
         self.last_read: Dict[str, float] = {}
+        self.last_read_stamps: List[float] = []  # its records' Kafka timestamps (s since epoch)
 
     # --- source ---------------------------------------------------------------------------------
     def _partitions(self) -> List[Tuple[str, int]]:
@@ -231,6 +232,7 @@ class LocalMarginJob:
             if not msgs:
                 return None
             self.last_read = _read_info(msgs, time.monotonic() - t_read)
+            self.last_read_stamps = [m.timestamp()[1] / 1000.0 for m in msgs]
             self.state.write_plan(batch_id, {"start": start, "end": end})
         ctx = JobContext(
             self.params, self.state, self._sink, self.metrics, self.dedupe_horizon_hours

@@ -151,6 +151,8 @@ def test_e2e_smallest_configuration_runs_and_reports():
     assert parts["spark_ms_p50"] > 0 and parts["handler_ms_p50"] > 0
     assert parts["mapping_ms_p50"] >= 0
     assert 0 < out["results_while_input_flowed"] <= out["results_decided"]
+    assert out["inputs_decided"] > 0
+    assert out["input_latency_ms_p99"] >= out["input_latency_ms_p50"] > 0
 
 
 def test_results_of_the_batch_that_read_after_the_producer_stopped_are_told_apart():
@@ -164,6 +166,20 @@ def test_results_of_the_batch_that_read_after_the_producer_stopped_are_told_apar
     ]
     got = while_input_flowed(stages, reads_ended, stopped=16.0)
     assert got == [pytest.approx(3.9), pytest.approx(4.0)]
+
+
+def test_an_input_waits_for_the_last_decision_of_the_batch_that_read_it():
+    from bench.e2e import per_input_latencies
+
+    reads = [(10.0, [8.0, 9.9]), (14.0, [10.5, 13.9])]
+    stages = [
+        (9.9, 2.6, 0.3, 1.0),  # batch 1's results: decided 13.8
+        (9.9, 2.6, 0.3, 1.4),  # decided 14.2: the batch's last decision
+        (13.9, 2.5, 0.4, 1.1),  # batch 2: decided 17.9
+    ]
+    got = per_input_latencies(stages, reads, window=(9.0, 20.0))
+    # 8.0 is before the window; 10.5 arrived while batch 1 ran and waited for batch 2
+    assert got == [pytest.approx(4.3), pytest.approx(7.4), pytest.approx(4.0)]
 
 
 def test_a_results_latency_splits_into_spark_mapping_and_handler():
