@@ -173,6 +173,12 @@ class Decisions:
             self.newest_origin = max(self.newest_origin, newest)
 
 
+def _batch_of(read_ends: list[float], stage: tuple[float, float, float, float]) -> int:
+    """Index (in sorted ``read_ends``) of the micro-batch a result came from: the last read that
+    ended before the result was produced (origin + Spark part); -1 if none did."""
+    return bisect.bisect_right(read_ends, stage[0] + stage[1]) - 1
+
+
 def while_input_flowed(
     stages: list[tuple[float, float, float, float]], read_ends: list[float], stopped: float
 ) -> list[float]:
@@ -183,11 +189,10 @@ def while_input_flowed(
     behind them: its latency includes that wait, which in steady state newer inputs hide."""
     ends = sorted(read_ends)
     out = []
-    for origin, spark, mapping, handler in stages:
-        produced = origin + spark
-        read = bisect.bisect_right(ends, produced) - 1
+    for stage in stages:
+        read = _batch_of(ends, stage)
         if read >= 0 and ends[read] < stopped:
-            out.append(spark + mapping + handler)
+            out.append(stage[1] + stage[2] + stage[3])
     return out
 
 
@@ -204,10 +209,10 @@ def per_input_latencies(
     which waits for that batch and its own."""
     ends = sorted(end for end, _ in reads)
     decided: dict[int, float] = {}
-    for origin, spark, mapping, handler in stages:
-        b = bisect.bisect_right(ends, origin + spark) - 1
+    for stage in stages:
+        b = _batch_of(ends, stage)
         if b >= 0:
-            decided[b] = max(decided.get(b, 0.0), origin + spark + mapping + handler)
+            decided[b] = max(decided.get(b, 0.0), sum(stage))  # origin + its parts: decided at
     out: list[float] = []
     for end, stamps in reads:
         b = ends.index(end)

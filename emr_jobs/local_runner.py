@@ -77,8 +77,8 @@ class LocalMarginJob:
         # each, measured); a second client that never fetches answers them in milliseconds.
         self._meta = Consumer({"bootstrap.servers": bootstrap, "group.id": "margin-job-local-meta"})
         self._assigned: Optional[Offsets] = None
-        # The last unplanned read: records, seconds spent reading, and how old its newest and
-        # oldest records were when it ended (a diagnostic for latency: see the e2e benchmark).
+        # The last unplanned read: seconds spent reading, when it ended and how old its newest
+        # and oldest records were then (a diagnostic for latency: see the e2e benchmark).
         self.last_read: Dict[str, float] = {}
         self.last_read_stamps: List[float] = []  # its records' Kafka timestamps (s since epoch)
 
@@ -231,8 +231,8 @@ class LocalMarginJob:
             msgs, end = self._read(start, None)
             if not msgs:
                 return None
-            self.last_read = _read_info(msgs, time.monotonic() - t_read)
             self.last_read_stamps = [m.timestamp()[1] / 1000.0 for m in msgs]
+            self.last_read = _read_info(self.last_read_stamps, time.monotonic() - t_read)
             self.state.write_plan(batch_id, {"start": start, "end": end})
         ctx = JobContext(
             self.params, self.state, self._sink, self.metrics, self.dedupe_horizon_hours
@@ -268,13 +268,11 @@ class LocalMarginJob:
         self.close()
 
 
-def _read_info(msgs: List[Message], read_s: float) -> Dict[str, float]:
-    now_ms = time.time() * 1000.0
-    stamps = [m.timestamp()[1] for m in msgs]
+def _read_info(stamps: List[float], read_s: float) -> Dict[str, float]:
+    now = time.time()
     return {
-        "records": float(len(msgs)),
         "read_s": read_s,
-        "newest_age_s": (now_ms - max(stamps)) / 1000.0,
-        "oldest_age_s": (now_ms - min(stamps)) / 1000.0,
-        "ended_at": now_ms / 1000.0,
+        "newest_age_s": now - max(stamps),
+        "oldest_age_s": now - min(stamps),
+        "ended_at": now,
     }
