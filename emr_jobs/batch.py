@@ -129,7 +129,11 @@ def process_batch(
     base = st.last_committed(below=batch_id)
 
     records = parse.with_meta(batch_df).persist()
-    parsed = {t: parse.parse_topic(records, t) for t in parse.TOPIC_FIELDS}
+    # Persisted per topic: the symbol facts, the triggers, the rejected outputs, the id hours and
+    # the counts all read the parsed rows, and each read parsed the JSON again (a price record
+    # was parsed four times per batch; measured 2.70 -> 2.33 s per 5,000-record batch).
+    parsed = {t: parse.parse_topic(records, t).persist() for t in parse.TOPIC_FIELDS}
+    parsed_cached = list(parsed.values())
     batch_hours, arrival_hour = _id_hours(parsed, ID_TOPICS)
     seen = st.seen_manifest(base).advance(batch_hours, arrival_hour, ctx.dedupe_horizon_hours)
     if seen.cutoff is not None:
@@ -440,7 +444,7 @@ def process_batch(
                 batch_id,
             )
         )
-    for df in (trig, batch_sym, fills, cash, records):
+    for df in (trig, batch_sym, fills, cash, records, *parsed_cached):
         df.unpersist()
     return stats
 
