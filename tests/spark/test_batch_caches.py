@@ -21,7 +21,7 @@ pytestmark = pytest.mark.spark
 AT = datetime(2026, 2, 16, 14, 30, tzinfo=UTC)
 
 
-def _cached_plans(spark: SparkSession) -> bool:
+def _anything_cached(spark: SparkSession) -> bool:
     return not spark._jsparkSession.sharedState().cacheManager().isEmpty()
 
 
@@ -54,4 +54,4 @@ def test_a_batch_leaves_nothing_cached(spark: SparkSession, tmp_path: Path) -> N
     # the batch did its work (one account's two results plus the rejected record) ...
     assert stats.margin_results == 1 and emitted == [3]
     # ... and no cached plan outlives it
-    assert not _cached_plans(spark)
+    assert not _anything_cached(spark)
