@@ -439,13 +439,12 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         esm_invocations = esm.stats.invocations
 
     lat = [x[1] * 1000.0 for x in samples]
-    read_ends = [r["ended_at"] for r in spark_reads if "ended_at" in r]
-    flowing = [x * 1000.0 for x in while_input_flowed(stages, read_ends, t_end)]
     reads = [
         (r["ended_at"], stamps)
         for r, stamps in zip(spark_reads, spark_read_stamps, strict=True)
         if "ended_at" in r
     ]
+    flowing = [x * 1000.0 for x in while_input_flowed(stages, [e for e, _ in reads], t_end)]
     per_input = [x * 1000.0 for x in per_input_latencies(stages, reads, (t_start, t_end))]
     q = len(samples) // 4
     early = [x[1] for x in sorted(samples)[q : 2 * q]]

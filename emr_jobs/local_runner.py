@@ -78,7 +78,7 @@ class LocalMarginJob:
         self._meta = Consumer({"bootstrap.servers": bootstrap, "group.id": "margin-job-local-meta"})
         self._assigned: Optional[Offsets] = None
         # The last unplanned read: seconds spent reading, when it ended and how old its newest
-        # and oldest records were then (a diagnostic for latency: see the e2e benchmark).
+        # record was then (a diagnostic for latency: see the e2e benchmark).
         self.last_read: Dict[str, float] = {}
         self.last_read_stamps: List[float] = []  # its records' Kafka timestamps (s since epoch)
 
@@ -273,6 +273,5 @@ def _read_info(stamps: List[float], read_s: float) -> Dict[str, float]:
     return {
         "read_s": read_s,
         "newest_age_s": now - max(stamps),
-        "oldest_age_s": now - min(stamps),
         "ended_at": now,
     }
