@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyspark import InheritableThread
@@ -74,7 +75,7 @@ def _latest(df: DataFrame, value: str, alias: str) -> DataFrame:
                 F.col("event_ts").alias("ts"),
                 F.col("partition"),
                 F.col("offset"),
-                F.col(value).cast("double").alias("value"),
+                F.col(value).cast(calc.PRICE_TYPE).alias("value"),
             )
         ).alias(alias)
     )
@@ -89,7 +90,7 @@ def effective_prices(symbols: DataFrame) -> DataFrame:
     ov, tick = F.col("override"), F.col("tick")
     beta = F.when(
         ov.isNotNull() & (tick.isNull() | (ov["ts"] <= tick["ts"])), ov["value"]
-    ).otherwise(F.coalesce(F.col("tick_beta")["value"], F.lit(1.0)))
+    ).otherwise(F.coalesce(F.col("tick_beta")["value"], F.lit(Decimal(1)).cast(calc.PRICE_TYPE)))
     return symbols.select(
         "symbol",
         F.coalesce(tick["value"], F.col("fill")["value"]).alias("price"),
@@ -104,14 +105,6 @@ def _dedupe(valid: DataFrame, id_col: str, kind: str, seen: DataFrame) -> DataFr
     first = valid.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
     old = seen.where(F.col("kind") == kind).select(F.col("id").alias(id_col))
     return first.join(old, id_col, "left_anti")
-
-
-def _ordered_sum(df: DataFrame, keys: List[str], value: str, alias: str) -> DataFrame:
-    """Sum in (topic, partition, offset) order so a replayed batch reproduces the same bits."""
-    items = F.array_sort(F.collect_list(F.struct("topic", "partition", "offset", value)))
-    return df.groupBy(*keys).agg(
-        F.aggregate(items, F.lit(0.0), lambda acc, x: acc + x[value]).alias(alias)
-    )
 
 
 def process_batch(
@@ -227,7 +220,7 @@ def _apply_batch(
     pos_new = (
         pos_old.unionByName(delta)
         .groupBy("account_id", "symbol")
-        .agg(F.sum("quantity").alias("quantity"))
+        .agg(F.sum("quantity").cast(calc.QUANTITY_TYPE).alias("quantity"))
         .where(F.col("quantity") != 0)
     )
     pos_new = st.save("positions", batch_id, pos_new)
@@ -280,10 +273,17 @@ def _apply_batch(
     # Trade-date cash: a fill moves cash by -signed quantity x fill price (a buy on margin
     # leaves a debit balance, a short sale credits its proceeds), a cash.v1 record by its amount.
     moves = ["account_id", "topic", "partition", "offset"]
-    cash_moves = cash.select(*moves, F.col("amount").cast("double").alias("amount")).unionByName(
-        fills.select(*moves, (-F.col("signed") * F.col("price")).alias("amount"))
+    cash_moves = cash.select(
+        *moves, F.col("amount").cast(calc.CASH_TYPE).alias("amount")
+    ).unionByName(
+        fills.select(
+            *moves, (-F.col("signed") * F.col("price")).cast(calc.CASH_TYPE).alias("amount")
+        )
     )
-    cash_delta = _ordered_sum(cash_moves, ["account_id"], "amount", "delta")
+    # Exact decimals: the sum is the same in any order, so a replayed batch reproduces it.
+    cash_delta = cash_moves.groupBy("account_id").agg(
+        F.sum("amount").cast(calc.CASH_TYPE).alias("delta")
+    )
     acc_new = (
         acc_old.join(cash_delta, "account_id", "full")
         .join(
@@ -293,9 +293,9 @@ def _apply_batch(
         )
         .select(
             "account_id",
-            (F.coalesce(F.col("cash"), F.lit(0.0)) + F.coalesce(F.col("delta"), F.lit(0.0))).alias(
-                "cash"
-            ),
+            (F.coalesce(F.col("cash"), F.lit(0)) + F.coalesce(F.col("delta"), F.lit(0)))
+            .cast(calc.CASH_TYPE)
+            .alias("cash"),
             F.greatest(F.col("last_ts"), F.col("trig_ts")).alias("last_ts"),
         )
     )
@@ -308,10 +308,9 @@ def _apply_batch(
         .join(effective_prices(sym_new), "symbol")
         .select("account_id", "symbol", "quantity", "price", "beta")
     )
-    books = calc.holdings_by_account(holdings, affected.select("account_id", "cash"))
     p = ctx.params
     out = (
-        calc.with_margin_and_stress(books, p)
+        calc.account_margin(holdings, affected.select("account_id", "cash"), p)
         .join(affected.drop("cash"), "account_id")
         .select(
             "account_id",

@@ -32,11 +32,11 @@ from pyspark.sql import DataFrame, SparkSession
 
 KEEP_COMMITTED = 3
 
-_LATEST = "struct<ts:timestamp,partition:int,offset:long,value:double>"
+_LATEST = "struct<ts:timestamp,partition:int,offset:long,value:decimal(19,4)>"
 SCHEMAS: Dict[str, str] = {
-    "positions": "account_id string, symbol string, quantity double",
+    "positions": "account_id string, symbol string, quantity decimal(24,4)",
     # last_ts: event time of the newest input that ever contributed to the account.
-    "accounts": "account_id string, cash double, last_ts timestamp",
+    "accounts": "account_id string, cash decimal(38,8), last_ts timestamp",
     # Each fact is the latest record by (event ts, partition, offset) carrying it.
     "symbols": (
         f"symbol string, tick {_LATEST}, tick_beta {_LATEST}, fill {_LATEST}, override {_LATEST}"

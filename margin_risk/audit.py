@@ -11,6 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 from margin_risk import names
 from margin_risk.enforcement import AccountState
 from margin_risk.models import DECISION_ORDER, AuditEvent
-from margin_risk.rules import cents
+from margin_risk.money import cents, dumps
 
 
 def partition_prefix(ts: datetime, prefix: str = names.AUDIT_PREFIX) -> str:
@@ -34,7 +35,7 @@ def batch_id(coordinates: Sequence[str]) -> str:
 
 
 def to_jsonl(events: Iterable[AuditEvent]) -> bytes:
-    return b"".join(e.model_dump_json().encode() + b"\n" for e in events)
+    return b"".join(e.to_json().encode() + b"\n" for e in events)
 
 
 def audit_objects(
@@ -48,7 +49,12 @@ def audit_objects(
 
 
 def parse_jsonl(text: str) -> list[AuditEvent]:
-    return [AuditEvent.model_validate_json(line) for line in text.splitlines() if line.strip()]
+    """Audit events of JSON lines, amounts read as exact decimals."""
+    return [
+        AuditEvent.model_validate(json.loads(line, parse_float=Decimal))
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 def read_audit_dir(root: Path) -> list[AuditEvent]:
@@ -69,7 +75,7 @@ class EnforcementView(BaseModel):
 
     account_id: str
     call_open: bool = False
-    call_amount: float | None = None
+    call_amount: Decimal | None = None
     call_issued_at: datetime | None = None
     restricted: bool = False
     liquidation_triggered: bool = False
@@ -132,6 +138,11 @@ def comparable(v: EnforcementView) -> tuple[object, ...]:
 
 
 def dumps_views(views: dict[str, EnforcementView]) -> str:
-    return json.dumps(
-        {k: json.loads(v.model_dump_json()) for k, v in sorted(views.items())}, indent=2
-    )
+    """One JSON object, an account per line, amounts as exact JSON numbers."""
+    if not views:
+        return "{}"
+    lines = [
+        f"  {json.dumps(k)}: {dumps(v.model_dump(mode='python'), compact=False)}"
+        for k, v in sorted(views.items())
+    ]
+    return "{\n" + ",\n".join(lines) + "\n}"

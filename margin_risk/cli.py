@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from margin_risk.models import (
     describe_error,
     parse_enforcement_input,
 )
-from margin_risk.rules import Holding, cents, compute_margin
-from margin_risk.settings import HouseSettings, load_house_settings
+from margin_risk.money import cents, dumps
+from margin_risk.rules import Holding, InvalidBook, compute_margin
+from margin_risk.settings import HouseSettings, check_move, load_house_settings
 from margin_risk.stress import stress_table
 
 
@@ -43,7 +44,7 @@ def read_text(path: str) -> str:
 def _read_json(path: str) -> Any:
     text = read_text(path)
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
     except _NonFinite as e:
         raise InputError(f"{path}: {e}") from e
     except json.JSONDecodeError as e:
@@ -60,28 +61,33 @@ def _reject_constant(name: str) -> float:
     raise _NonFinite(f"{name} is not allowed: numbers must be finite")
 
 
-def parse_scenarios(text: str) -> list[float]:
+def parse_scenarios(text: str) -> list[Decimal]:
+    """SPY moves as exact decimals, held to the same limits as the settings' grid."""
     moves = []
     for part in text.split(","):
         part = part.strip()
         try:
-            s = float(part)
-        except ValueError:
+            s = Decimal(part)
+        except InvalidOperation:
             raise InputError(f"--scenarios: {part!r} is not a number") from None
-        if not math.isfinite(s) or s <= -1.0:
-            raise InputError(f"--scenarios: {part!r} must be a finite SPY move greater than -1")
-        moves.append(s)
+        try:
+            moves.append(check_move(s))
+        except ValueError as e:
+            raise InputError(f"--scenarios: {e}") from None
     return moves
 
 
 def what_if(
-    snapshot: AccountSnapshot, house: HouseSettings, scenarios: Sequence[float] | None
+    snapshot: AccountSnapshot, house: HouseSettings, scenarios: Sequence[Decimal] | None
 ) -> dict[str, Any]:
     """The account's margin and its stress table, rounded to cents for presentation."""
     p = house.margin.to_params()
     holdings = [Holding(x.symbol, x.quantity, x.price, x.beta) for x in snapshot.positions]
-    base = compute_margin(snapshot.cash, holdings, p)
-    rows = stress_table(snapshot.cash, holdings, p, scenarios)
+    try:
+        base = compute_margin(snapshot.cash, holdings, p)
+        rows = stress_table(snapshot.cash, holdings, p, scenarios)
+    except InvalidBook as e:
+        raise InputError(str(e)) from e
     return {
         "account_id": snapshot.account_id,
         "long_market_value": cents(base.long_market_value),
@@ -109,7 +115,7 @@ def _cmd_what_if(args: argparse.Namespace) -> int:
     except ValidationError as e:
         raise InputError(f"{args.snapshot}: {describe_error(e)}") from e
     scenarios = parse_scenarios(args.scenarios) if args.scenarios else None
-    print(json.dumps(what_if(snap, load_house_settings(), scenarios)))
+    print(dumps(what_if(snap, load_house_settings(), scenarios), compact=False))
     return 0
 
 
@@ -121,7 +127,7 @@ def read_events(path: str) -> list[EnforcementInput]:
         if not line.strip():
             continue
         try:
-            raw = json.loads(line, parse_constant=_reject_constant)
+            raw = json.loads(line, parse_float=Decimal, parse_constant=_reject_constant)
         except _NonFinite as e:
             raise InputError(f"{path}:{n}: {e}") from e
         except json.JSONDecodeError as e:
@@ -142,7 +148,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     result = replay(events, load_house_settings().policy.to_params())
     out = sys.stdout
     for d in result.decisions:
-        out.write(d.model_dump_json() + "\n")
+        out.write(d.to_json() + "\n")
     return 0
 
 

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
@@ -145,7 +146,9 @@ def decode(record: InboundRecord) -> ValidRecord | Rejection:
         why = record.envelope_error or "record has no value"
         return Rejection(c, "malformed_record", why, raw_text)
     try:
-        raw = json.loads(record.value.decode("utf-8"), parse_constant=_reject_constant)
+        raw = json.loads(
+            record.value.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant
+        )
     except _NonFinite as e:
         return Rejection(c, "non_finite_number", str(e), raw_text)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -227,7 +230,7 @@ class Publication:
 
     @property
     def value(self) -> bytes:
-        return self.decision.model_dump_json().encode()
+        return self.decision.to_json().encode()
 
     @property
     def headers(self) -> dict[str, bytes]:
@@ -533,13 +536,13 @@ class EnforcementService:
                     "event_id": d.event_id,
                     "event_type": d.event_type,
                     "account_id": d.account_id,
-                    "deficiency": d.details.deficiency,
+                    "deficiency": float(d.details.deficiency),  # a log field, not money
                     "batch_id": result.batch_id,
                 },
             )
             self.metrics.add(names.DECISION_METRIC[d.event_type], "Count", 1)
             if d.event_type == names.EVENT_MARGIN_CALL_ISSUED:  # the risk dashboard's $ at risk
-                self.metrics.add(names.METRIC_TOTAL_DEFICIENCY, "None", d.details.deficiency)
+                self.metrics.add(names.METRIC_TOTAL_DEFICIENCY, "None", float(d.details.deficiency))
             trigger = d.event_id.rsplit(":", 1)[0]
             start = origin.get(trigger, d.timestamp)
             latency_ms = max(0.0, (now - start).total_seconds() * 1000.0)

@@ -81,9 +81,9 @@ def test_what_if_runs_as_a_module():
         ("{not json", "invalid JSON"),
         ('{"account_id": "A", "cash": NaN, "positions": []}', "NaN is not allowed"),
         ('{"account_id": "A", "cash": Infinity, "positions": []}', "Infinity is not allowed"),
-        ('{"account_id": "A", "cash": 1e999, "positions": []}', "cash: Input should be a finite"),
+        ('{"account_id": "A", "cash": 1e999, "positions": []}', "cash: Input should be less than 1000000000000000"),
         ('{"account_id": "A", "positions": []}', "cash: Field required"),
-        ('{"account_id": "A", "cash": "100", "positions": []}', "cash: Input should be a valid number"),
+        ('{"account_id": "A", "cash": "100", "positions": []}', "cash: Input should be a number"),
         ('{"account_id": "", "cash": 1, "positions": []}', "account_id"),
         ('{"account_id": "A", "cash": 1, "positions": [{"symbol": "X", "quantity": 1, "price": -2}]}',
          "positions.0.price: Input should be greater than or equal to 0"),
@@ -116,7 +116,7 @@ def test_replay_prints_the_audit_events_in_decision_order(tmp_path, capsys):
         stress_result("A2", 30, -45_000.0, long_book(50.0)),
         margin_calc("A1", 120, -20_000.0, long_book(40.0)),
     ]
-    text = "\n".join(e.model_dump_json() for e in events) + "\n"
+    text = "\n".join(e.to_json() for e in events) + "\n"
     code, out, err = run(capsys, "replay", write(tmp_path, "events.jsonl", text))
     assert code == 0 and err == ""
     lines = [json.loads(x) for x in out.splitlines()]
@@ -136,10 +136,10 @@ def test_replay_prints_the_audit_events_in_decision_order(tmp_path, capsys):
 
 def test_replay_keeps_unknown_fields_and_rejects_bad_lines_without_output(tmp_path, capsys):
     good = margin_calc("A1", 0, -20_000.0, long_book(19.0), origin_ts="2026-02-16T14:30:00Z")
-    raw = json.loads(good.model_dump_json())
+    raw = json.loads(good.to_json())
     assert raw["origin_ts"] == "2026-02-16T14:30:00Z"
     bad = dict(raw, event_id="e2", equity=float("nan"))
-    text = good.model_dump_json() + "\n" + json.dumps(bad) + "\n"
+    text = good.to_json() + "\n" + json.dumps(bad) + "\n"
     code, out, err = run(capsys, "replay", write(tmp_path, "e.jsonl", text))
     assert code != 0
     assert out == ""
