@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,13 +19,13 @@ from pydantic import (
     field_serializer,
 )
 
-from margin_risk import names
+from margin_risk import names, untrusted
 
 Id = Annotated[str, StringConstraints(min_length=1, strict=True)]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
 Positive = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
-Timestamp = AwareDatetime
+Timestamp = untrusted.Timestamp  # ISO-8601 with a zone and a UTC date; never an epoch number
 
 
 def iso(ts: datetime) -> str:
