@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import IO, Annotated, Any
 
 from pydantic import AwareDatetime, BeforeValidator
+from pydantic_core import PydanticCustomError
 
 # A snapshot or a house file: thousands of positions fit in a fraction of this.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -157,6 +158,12 @@ def split_lines(text: str) -> Iterator[tuple[int, str]]:
             yield n, line
 
 
+def _bad_timestamp(reason: str) -> PydanticCustomError:
+    # A ValueError whose pydantic error type is "timestamp": models report it as such, and
+    # `margin_risk.models.reason_code` can count it apart from other wrong types.
+    return PydanticCustomError("timestamp", "{reason}", {"reason": reason})
+
+
 def parse_timestamp(value: object) -> datetime:
     """An ISO-8601 timestamp with a zone, or ``ValueError`` saying why not.
 
@@ -167,26 +174,28 @@ def parse_timestamp(value: object) -> datetime:
     if isinstance(value, datetime):
         ts = value
         if ts.tzinfo is None or ts.utcoffset() is None:
-            raise ValueError("timestamp must have a zone")
+            raise _bad_timestamp("timestamp must have a zone")
     elif isinstance(value, str):
         if not _ISO_8601.fullmatch(value):
             shown = value if len(value) <= 40 else value[:40] + "..."
-            raise ValueError(
+            raise _bad_timestamp(
                 f"timestamp {shown!r} is not ISO-8601 with a zone (e.g. {TIMESTAMP_EXAMPLE})"
             )
         try:
             ts = datetime.fromisoformat(value)
         except ValueError as e:
-            raise ValueError(f"timestamp {value!r} is not a valid date and time: {e}") from None
+            raise _bad_timestamp(f"timestamp {value!r} is not a valid date and time: {e}") from None
     else:
-        raise ValueError(
+        raise _bad_timestamp(
             f"timestamp must be an ISO-8601 string with a zone (e.g. {TIMESTAMP_EXAMPLE}),"
             f" not {_kind(value)}"
         )
     try:
         ts.astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"timestamp {ts.isoformat()} is outside the range of UTC dates") from None
+        raise _bad_timestamp(
+            f"timestamp {ts.isoformat()} is outside the range of UTC dates"
+        ) from None
     return ts
 
 
