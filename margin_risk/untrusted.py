@@ -9,7 +9,7 @@ What this module guarantees, so that no input can crash a caller:
 - nesting: depth is bounded before the parser runs (the parser recurses and raises
   ``RecursionError`` a thousand levels down);
 - numbers: read exactly as ``decimal.Decimal`` (a JSON number is a decimal as written, spec
-  section 1); NaN and Infinity are rejected;
+  section 1); NaN, Infinity and exponents decimal arithmetic cannot hold are rejected;
 - lines: JSON lines are split on ``\\n`` only. ``str.splitlines`` also breaks at U+2028, U+0085 and
   other characters a JSON string may hold raw, which would cut valid records in two;
 - timestamps: ISO-8601 with a zone and nothing else (no epoch numbers), convertible to UTC.
@@ -36,6 +36,9 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 MAX_RECORD_BYTES = 1024 * 1024
 # A number literal: every bounded amount (1e18 with 20 decimal places) fits with room to spare.
 MAX_NUMBER_CHARS = 64
+# Exponents beyond this overflow decimal arithmetic (``abs(Decimal("1E+999999999"))`` raises
+# ``decimal.Overflow``, which no validator turns into an error); far beyond any bound on amounts.
+MAX_EXPONENT = 1000
 # Our records nest three levels (stress record -> scenarios -> row); unknown fields get some room.
 MAX_DEPTH = 32
 
@@ -64,7 +67,10 @@ def _number(text: str) -> Decimal:
             "number_too_long",
             f"a number of {len(text)} characters (at most {MAX_NUMBER_CHARS}): {text[:20]}...",
         )
-    return Decimal(text)
+    value = Decimal(text)
+    if not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
+        raise Rejected("number_out_of_range", f"the number {text} is out of range")
+    return value
 
 
 def _constant(name: str) -> Decimal:

@@ -31,6 +31,8 @@ def raw(**changes: object) -> bytes:
 HOSTILE: list[tuple[str, bytes, str, str]] = [
     ("5,000 digits", raw(equity=0).replace(b'"equity": 0', b'"equity": ' + b"9" * 5_000),
      "number_too_long", "a number of 5000 characters"),
+    ("exponent 999,999,999", raw(short_market_value=0).replace(b'"short_market_value": 0', b'"short_market_value": 1E+999999999'),
+     "number_out_of_range", "the number 1E+999999999 is out of range"),
     ("nested 5,000 deep", raw(desk="X").replace(b'"X"', b"[" * 5_000 + b"]" * 5_000),
      "too_deep", "nested deeper than 32 levels"),
     ("nested 100,000 deep", b"[" * 100_000, "too_deep", "nested deeper than 32 levels"),

@@ -35,6 +35,18 @@ def test_a_long_number_literal_is_rejected_not_a_value_error(digits):
     assert f"a number of {digits} characters" in e.reason
 
 
+@pytest.mark.parametrize("literal", ["1E+999999999", "-1e1001", "1e-999999999", "0e-5000"])
+def test_an_exponent_decimal_arithmetic_cannot_hold_is_rejected(literal):
+    e = rejected('{"short_market_value": ' + literal + "}")
+    assert (e.code, e.reason) == ("number_out_of_range", f"the number {literal} is out of range")
+
+
+def test_large_exponents_within_range_reach_the_models_which_name_the_field():
+    assert untrusted.loads("[1e400, -1e-400, 1e1000]") == [
+        Decimal("1e400"), Decimal("-1e-400"), Decimal("1e1000"),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("depth", [33, 5_000, 100_000])
 @pytest.mark.parametrize("opener", ["[", '{"a":'])
 def test_deep_nesting_is_rejected_before_the_parser_recurses(depth, opener):
