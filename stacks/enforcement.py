@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
+import jsii
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -98,6 +98,27 @@ class OnFailureQueue(Construct):
             "AwsSolutions-SQS3",
             "This queue is the dead-letter queue of the on-failure queue; it has no DLQ itself.",
         )
+
+
+@jsii.implements(lambda_.IEventSourceDlq)
+class SendOnlyQueue:
+    """The mappings' on-failure destination, granting the role only what Lambda uses to deliver
+    there: ``sqs:SendMessage``, and the queue key's GenerateDataKey/Decrypt (SQS's rule for a
+    producer of an encrypted queue). CDK's ``SqsDlq`` also grants GetQueueAttributes/GetQueueUrl,
+    which nothing calls."""
+
+    def __init__(self, queue: sqs.IQueue, key: kms.IKey) -> None:
+        self.queue = queue
+        self.key = key
+
+    def bind(
+        self, target: lambda_.IEventSourceMapping, target_handler: lambda_.IFunction
+    ) -> lambda_.DlqDestinationConfig:
+        target_handler.add_to_role_policy(
+            iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self.queue.queue_arn])
+        )
+        self.key.grant(target_handler, "kms:GenerateDataKey", "kms:Decrypt")
+        return lambda_.DlqDestinationConfig(destination=self.queue.queue_arn)
 
 
 class EnforcementFunction(Construct):
@@ -221,9 +242,37 @@ class EnforcementStack(cdk.Stack):
         fn = self.enforcement.function
         self.function = fn
 
-        state_table.grant_read_write_data(fn)
-        idempotency_table.grant_read_write_data(fn)
-        # PutObject only (no retention or legal-hold changes) under the two prefixes it writes.
+        # Exactly the item operations the code makes (tests/infra/test_iam_gatekeeper.py records
+        # them): state read in batches, conditional head writes, history in batches; Powertools'
+        # idempotency record put, completed and removed after a failure.
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:BatchWriteItem"],
+                resources=[state_table.table_arn],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                resources=[idempotency_table.table_arn],
+            )
+        )
+        # The tables' customer managed key, as CDK's table grants give it.
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "kms:Decrypt",
+                    "kms:DescribeKey",
+                    "kms:Encrypt",
+                    "kms:GenerateDataKey*",
+                    "kms:ReEncrypt*",
+                ],
+                resources=[data_key.key_arn],
+            )
+        )
+        # PutObject only (no read, delete, retention or legal-hold changes) under the two prefixes
+        # it writes, and only as a create (If-None-Match: *): the write-once trail cannot be
+        # overwritten by this role even with a new version.
         fn.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:PutObject"],
@@ -231,9 +280,9 @@ class EnforcementStack(cdk.Stack):
                     audit_bucket.arn_for_objects(f"{names.AUDIT_PREFIX}*"),
                     audit_bucket.arn_for_objects(f"{names.REJECTED_PREFIX}*"),
                 ],
+                conditions={"Null": {"s3:if-none-match": "false"}},
             )
         )
-        data_key.grant_encrypt(fn)
         self.operator_topic.grant_publish(fn)
         grant_consume(fn, kafka, CONSUMED_TOPICS, [consumer_group(t) for t in CONSUMED_TOPICS])
         grant_produce(fn, kafka, names.DECISION_TOPICS)
@@ -258,6 +307,13 @@ class EnforcementStack(cdk.Stack):
                 resources=[kafka.cluster_arn],
             )
         )
+        # ... and read the cluster's dynamic configuration when they start (a Kafka action).
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["kafka-cluster:DescribeClusterDynamicConfiguration"],
+                resources=[kafka.cluster_arn],
+            )
+        )
         self.mappings: list[lambda_.EventSourceMapping] = []
         for topic in CONSUMED_TOPICS:
             mapping = lambda_.EventSourceMapping(
@@ -277,7 +333,7 @@ class EnforcementStack(cdk.Stack):
                 bisect_batch_on_error=True,
                 retry_attempts=cfg.retry_attempts,
                 max_record_age=cdk.Duration.seconds(cfg.max_record_age_seconds),
-                on_failure=sources.SqsDlq(self.on_failure.queue),
+                on_failure=SendOnlyQueue(self.on_failure.queue, self.on_failure.key),
                 metrics_config=lambda_.MetricsConfig(
                     metrics=[
                         lambda_.MetricType.EVENT_COUNT,

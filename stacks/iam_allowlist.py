@@ -30,7 +30,6 @@ STAR_RESOURCE_ACTIONS: frozenset[str] = frozenset(
         "ec2:DescribeSecurityGroups",
         "ec2:DescribeSubnets",
         "ec2:DescribeVpcs",
-        "cloudwatch:PutMetricData",
     }
 )
 
@@ -55,9 +54,8 @@ REVIEWED: tuple[ReviewedWildcard, ...] = (
     ReviewedWildcard(
         "Resource",
         r"\*",
-        "X-Ray trace upload, EC2 Describe* (for the MSK event source's network lookups) and "
-        "cloudwatch:PutMetricData (restricted by a cloudwatch:namespace condition) have no "
-        "resource-level permissions; AWS requires Resource '*' for exactly these actions.",
+        "X-Ray trace upload and EC2 Describe* (for the MSK event source's network lookups) have "
+        "no resource-level permissions; AWS requires Resource '*' for exactly these actions.",
         only_actions=STAR_RESOURCE_ACTIONS,
     ),
     ReviewedWildcard(

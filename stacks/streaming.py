@@ -13,6 +13,7 @@ import json
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_msk as msk
@@ -207,6 +208,33 @@ class BootstrapBrokers(Construct):
         self.bootstrap_servers = self.resource.get_response_field("BootstrapBrokerStringSaslIam")
 
 
+class UpstreamProducerPolicy(Construct):
+    """The managed policy upstream systems (order management, market data, treasury, the risk
+    desk) attach to the role or user that publishes their topics: connect, and write exactly
+    `names.UPSTREAM_TOPICS` with an idempotent producer, nothing else on the cluster."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, cluster: KafkaClusterRef, env: str
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.policy = iam.ManagedPolicy(
+            self,
+            "Policy",
+            managed_policy_name=f"{names.UPSTREAM_PRODUCER_POLICY}-{env}",
+            description="Write the margin-risk input topics (MSK IAM auth, idempotent producer)",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"],
+                    resources=[cluster.cluster_arn],
+                ),
+                iam.PolicyStatement(
+                    actions=["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"],
+                    resources=[cluster.topic_arn(t) for t in names.UPSTREAM_TOPICS],
+                ),
+            ],
+        )
+
+
 class StreamingStack(cdk.Stack):
     def __init__(
         self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, vpc: ec2.IVpc
@@ -220,8 +248,14 @@ class StreamingStack(cdk.Stack):
             self, "BootstrapBrokers", cluster_arn=self.kafka.cluster.attr_arn
         )
         self.cluster_ref = self.kafka.ref
+        self.producer = UpstreamProducerPolicy(
+            self, "UpstreamProducer", cluster=self.cluster_ref, env=config.name
+        )
         cdk.CfnOutput(self, "ClusterArn", value=self.kafka.cluster.attr_arn)
         cdk.CfnOutput(self, "BootstrapServers", value=self.bootstrap.bootstrap_servers)
+        cdk.CfnOutput(
+            self, "UpstreamProducerPolicyArn", value=self.producer.policy.managed_policy_arn
+        )
         acknowledge(
             self,
             "AwsSolutions-L1",

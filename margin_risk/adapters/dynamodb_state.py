@@ -130,16 +130,8 @@ class DynamoStateRepository:
             if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
             old = cast("dict[str, Any] | None", e.response.get("Item"))
-            if not old:  # should not happen with ALL_OLD; read it rather than guess
-                got = self.client.get_item(
-                    TableName=self.table,
-                    Key={
-                        names.PK_ACCOUNT: {"S": state.account_id},
-                        names.SK_ITEM: {"S": names.SK_HEAD},
-                    },
-                    ConsistentRead=True,
-                )
-                old = got["Item"]
+            if not old:  # ALL_OLD returns the item that failed the condition; the role has no read
+                raise RuntimeError(f"{state.account_id}: conflict without the stored item") from e
             self._heads[state.account_id] = old
             return state_from_item(old)
         return None

@@ -32,16 +32,23 @@ class S3AuditSink:
         self.max_concurrent_puts = max_concurrent_puts
 
     def create(self, key: str, body: bytes) -> bool:
-        try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=JSONL, IfNoneMatch="*"
-            )
-        except ClientError as e:
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if e.response.get("Error", {}).get("Code") == "PreconditionFailed" or status == 412:
-                return False
-            raise
-        return True
+        return create_object(self.client, self.bucket, key, body)
+
+
+def create_object(client: Any, bucket: str, key: str, body: bytes) -> bool:
+    """PUT with ``If-None-Match: *``: True if created, False if the key already existed.
+
+    The role's policy allows PutObject on this bucket only with that header (an IAM condition), so
+    an unconditional PUT, which would overwrite, is refused by IAM as well.
+    """
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=JSONL, IfNoneMatch="*")
+    except ClientError as e:
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if e.response.get("Error", {}).get("Code") == "PreconditionFailed" or status == 412:
+            return False
+        raise
+    return True
 
 
 def rejected_key(batch_id: str, prefix: str = names.REJECTED_PREFIX) -> str:
@@ -57,10 +64,6 @@ class S3RejectedSink:
         self.prefix = prefix
 
     def put_rejected(self, batch_id: str, rejections: Sequence[Rejection]) -> None:
+        # The key is the batch's: a retried batch finds its object there, with the same lines.
         body = "".join(r.to_json() + "\n" for r in rejections).encode()
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=rejected_key(batch_id, self.prefix),
-            Body=body,
-            ContentType=JSONL,
-        )
+        create_object(self.client, self.bucket, rejected_key(batch_id, self.prefix), body)
