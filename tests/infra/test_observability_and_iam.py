@@ -143,3 +143,21 @@ def test_no_reviewed_pattern_admits_a_service_wide_action(action: str) -> None:
 )
 def test_no_reviewed_pattern_admits_a_whole_bucket_or_every_topic(resource: str) -> None:
     assert iam_allowlist.Finding("Resource", resource, ("s3:PutObject",)).review() is None
+
+
+def test_a_cluster_with_more_brokers_than_the_stall_alarm_sums_is_refused() -> None:
+    import aws_cdk as cdk
+
+    from dashboards.cdk_render import ObservedResources
+    from dashboards.specs import MAX_MSK_BROKERS
+    from stacks.config import EnvironmentConfig
+    from stacks.observability import ObservabilityStack
+
+    msk = {
+        "broker_count": MAX_MSK_BROKERS + 2,
+        "default_topic": {"partitions": 3, "retention_hours": 72},
+    }
+    too_many = EnvironmentConfig(name="dev", msk=msk)
+    resources = ObservedResources("fn", "state", "idem", "queue", "app", "msk", "bucket")
+    with pytest.raises(ValueError, match="spark-input-stalled"):
+        ObservabilityStack(cdk.App(), "X", config=too_many, resources=resources)
