@@ -123,8 +123,9 @@ HARNESS = importlib.import_module("tests.lambda.harness")  # "lambda" cannot be 
 
 def scenario(d: Any) -> None:
     """Batches that make every kind of call the handler makes: a call and a liquidation (state,
-    audit, SNS), a rejected record, a second commit (history), and a failed batch (the
-    idempotency record is deleted) and its retry."""
+    audit, SNS), a rejected record, a second commit (history), a failed batch (the idempotency
+    record is deleted) and its retry, and a publish that fails after the commit and its
+    redelivery (the recovery path)."""
     h, feed = HARNESS, HARNESS.Feed()
     a1 = h.calc("IAM-A", 0, -60_000, h.book(50), "ia1")
     b1 = h.calc("IAM-B", 0, -10_000, h.book(50), "ib1")
@@ -135,6 +136,10 @@ def scenario(d: Any) -> None:
         h.fault(d.runtime.dynamodb, "dynamodb.BatchGetItem"),
         pytest.raises(BatchProcessingError),
     ):
+        d.send(records)
+    assert d.send(records) == {"batchItemFailures": []}
+    records = feed.records([h.calc("IAM-D", 0, -40_000, h.book(50), "id1")])
+    with h.fault(d.runtime.sns, "sns.PublishBatch"), pytest.raises(BatchProcessingError):
         d.send(records)
     assert d.send(records) == {"batchItemFailures": []}
 
