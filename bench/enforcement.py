@@ -257,6 +257,11 @@ def run(s: EnforcementSettings, log: Any = print) -> dict[str, Any]:
         out["batch_ms_p99"] = moto[head]["batch_ms_p99"]
         out["ddb_calls_per_batch"] = ddb_calls(calls)
         out["s3_puts_per_batch"] = calls.get("s3.PutObject", 0.0)
+        # Audit objects are per committed account version: at most its own and the outbox it
+        # replaces (created once each; a second attempt is refused by S3, not rewritten).
+        out["s3_puts_per_account_touched"] = out["s3_puts_per_batch"] / max(
+            1.0, moto[head]["accounts_touched_per_batch"]
+        )
         out["idempotency_calls_per_batch"] = sum(
             v for k, v in calls.items() if k.endswith("(idempotency)")
         )

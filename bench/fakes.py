@@ -8,7 +8,7 @@ Each fake counts its calls, which gives the call pattern per batch without an en
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import D
 
 from margin_risk.enforcement import AccountState
 from margin_risk.models import AuditEvent
+from margin_risk.outbox import Outbox
 from margin_risk.service import CommitInfo, Publication, Rejection
 
 
@@ -37,6 +38,10 @@ class MemoryStateRepository:
     def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
         self.calls["state.load_many"] += 1
         return {a: self.heads[a][0] for a in account_ids if a in self.heads}
+
+    def outbox(self, account_id: str) -> Outbox | None:
+        head = self.heads.get(account_id)
+        return None if head is None or head[1] is None else head[1].outbox
 
     def commit(
         self, state: AccountState, expected_version: int, info: CommitInfo
@@ -58,15 +63,14 @@ class MemoryAuditSink:
         self.objects: dict[str, bytes] = {}
         self.calls = calls
 
-    def put_objects(self, objects: Mapping[str, bytes]) -> None:
-        self.calls["audit.put_objects"] += 1
-        self.calls["audit.objects"] += len(objects)
-        self.objects.update(objects)
+    max_concurrent_puts = 1
 
-    def delete_objects(self, keys: Sequence[str]) -> None:
-        self.calls["audit.delete_objects"] += 1
-        for k in keys:
-            self.objects.pop(k, None)
+    def create(self, key: str, body: bytes) -> bool:
+        self.calls["audit.create"] += 1
+        if key in self.objects:
+            return False
+        self.objects[key] = body
+        return True
 
 
 class MemoryRejectedSink:

@@ -40,6 +40,13 @@ DDB_THROTTLES_WARNING = 0.0
 DDB_THROTTLES_CRITICAL = 50.0
 ON_FAILURE_CRITICAL = 0.0  # any record in the on-failure destination
 EMR_FAILED_JOBS_CRITICAL = 0.0  # any failed job run
+LAMBDA_DURATION_P99_CRITICAL_MS = 5_000.0  # the Lambda duration KPI: p99 within 5 s
+BACKLOG_MINUTES = 15  # sustained: three 5-minute periods in a row
+BACKLOG_WARNING_PCT = 10.0  # of the period's Spark results left unprocessed by enforcement
+BACKLOG_CRITICAL_PCT = 25.0
+# Brokers the input-stall alarm sums over (metric math takes at most 10 metrics per alarm);
+# the observability stack refuses a cluster with more.
+MAX_MSK_BROKERS = 6
 
 ENF = {names.DIM_SERVICE: names.SERVICE_ENFORCEMENT}
 SPARK = {names.DIM_SERVICE: names.SERVICE_SPARK}
@@ -163,15 +170,26 @@ def ddb(name: str, table_field: str, stat: str = "Sum", period: int = 300) -> Me
     return Metric("AWS/DynamoDB", name, {"TableName": "{" + table_field + "}"}, stat, period)
 
 
+_EMR_APP = {"ApplicationId": "{emr_application_id}", "ApplicationName": names.EMR_APPLICATION}
+
+
 def emr(name: str, stat: str = "Sum", period: int = 300, label: str = "") -> Metric:
-    # EMR 7.10+ publishes application-level metrics with ApplicationId and ApplicationName.
-    dims = {"ApplicationId": "{emr_application_id}", "ApplicationName": names.EMR_APPLICATION}
-    return Metric("AWS/EMRServerless", name, dims, stat, period, label)
+    # EMR 7.10+ publishes job-state metrics with ApplicationId and ApplicationName.
+    return Metric("AWS/EMRServerless", name, _EMR_APP, stat, period, label)
 
 
-def msk_topic(topic: str, period: int) -> Metric:
-    dims = {"Cluster Name": "{msk_cluster_name}", "Topic": topic}
-    return Metric("AWS/Kafka", "MessagesInPerSec", dims, "Sum", period, f"{topic} in")
+def emr_workers(name: str, worker_type: str, label: str) -> Metric:
+    """Capacity metrics carry the worker type and capacity allocation type as well (the
+    application has no pre-initialized capacity, so all of it is on demand)."""
+    dims = {**_EMR_APP, "WorkerType": worker_type, "CapacityAllocationType": "OnDemandCapacity"}
+    return Metric("AWS/EMRServerless", name, dims, "Average", 60, label)
+
+
+def msk_broker(broker_id: int, period: int) -> Metric:
+    """Messages into one broker, every topic: published from the DEFAULT monitoring level on (a
+    per-topic count needs PER_TOPIC_PER_BROKER, which dev does not pay for)."""
+    dims = {"Cluster Name": "{msk_cluster_name}", "Broker ID": str(broker_id)}
+    return Metric("AWS/Kafka", "MessagesInPerSec", dims, "Sum", period, f"broker {broker_id} in")
 
 
 def _f(v: Mapping[str, float], k: str) -> float:
@@ -215,21 +233,36 @@ MARGIN_RESULTS_STALLED = Expr(
     local=lambda v: 1.0 if _f(v, "inputs") > 0 and _f(v, "results") == 0 else 0.0,
 )
 
+_BROKERS = {f"b{i}": msk_broker(i, _STALL_S) for i in range(1, MAX_MSK_BROKERS + 1)}
 SPARK_INPUT_STALLED = Expr(
     id="sparkStall",
-    expression="IF((FILL(fills,0)+FILL(prices,0)+FILL(cash,0)) > 0"
-    " AND FILL(consumed,0) == 0, 1, 0)",
-    using={
-        "fills": msk_topic(names.TOPIC_FILLS, _STALL_S),
-        "prices": msk_topic(names.TOPIC_PRICES, _STALL_S),
-        "cash": msk_topic(names.TOPIC_CASH, _STALL_S),
-        "consumed": spark(names.METRIC_INPUT_RECORDS, period=_STALL_S),
-    },
-    label=f"Kafka inputs arrive but Spark consumed nothing for {STALL_MINUTES} min",
+    expression="IF(("
+    + "+".join(f"FILL({k},0)" for k in _BROKERS)
+    + ") > 0 AND FILL(consumed,0) == 0, 1, 0)",
+    using={**_BROKERS, "consumed": spark(names.METRIC_INPUT_RECORDS, period=_STALL_S)},
+    label=f"Messages reach the brokers but Spark consumed nothing for {STALL_MINUTES} min",
     period_s=_STALL_S,
+    local=lambda v: 1.0 if sum(_f(v, k) for k in _BROKERS) > 0 and _f(v, "consumed") == 0 else 0.0,
+)
+
+# Enforcement falling behind: the share of the period's Spark results (its input) that the
+# function did not process, sustained over BACKLOG_MINUTES (not only a full stall).
+ENFORCEMENT_BACKLOG = Expr(
+    id="enforceBacklog",
+    expression="IF((FILL(margin,0)+FILL(stress,0)) > 0,"
+    " 100*(FILL(margin,0)+FILL(stress,0)-FILL(done,0))/(FILL(margin,0)+FILL(stress,0)), 0)",
+    using={
+        "margin": spark(names.METRIC_MARGIN_RESULTS, period=300),
+        "stress": spark(names.METRIC_STRESS_RESULTS, period=300),
+        "done": enf(names.METRIC_RECORDS_PROCESSED, period=300),
+    },
+    label="Spark results not yet enforced (% of the period's results)",
+    period_s=300,
     local=lambda v: (
-        1.0
-        if _f(v, "fills") + _f(v, "prices") + _f(v, "cash") > 0 and _f(v, "consumed") == 0
+        100.0
+        * (_f(v, "margin") + _f(v, "stress") - _f(v, "done"))
+        / (_f(v, "margin") + _f(v, "stress"))
+        if _f(v, "margin") + _f(v, "stress") > 0
         else 0.0
     ),
 )
@@ -270,6 +303,7 @@ STATE_THROTTLES = _ddb_throttles("state_table_name", "state", "State table throt
 IDEMPOTENCY_THROTTLES = _ddb_throttles("idempotency_table_name", "idem", "Idempotency throttles")
 
 E2E_P99 = enf(names.METRIC_E2E_LATENCY, "p99", 60, "End-to-end latency p99 (ms)")
+LAMBDA_DURATION_P99 = lam("Duration", "p99", 60, "Lambda duration p99 (ms)")
 OFFSET_LAG = lam("OffsetLag", "Maximum", 60, "Kafka OffsetLag (max)")
 ON_FAILURE_DEPTH = Metric(
     "AWS/SQS",
@@ -323,6 +357,30 @@ ALARMS: tuple[AlarmSpec, ...] = (
         action="Compare Spark micro-batch duration and OffsetLag to find the slow stage.",
     ),
     AlarmSpec(
+        "lambda-duration",
+        "Enforcement Lambda duration p99 above the 5 s KPI",
+        LAMBDA_DURATION_P99,
+        warning=None,
+        critical=LAMBDA_DURATION_P99_CRITICAL_MS,
+        evaluation_periods=5,
+        datapoints_to_alarm=5,
+        meaning="A batch takes more than 5 s at the 99th percentile for 5 minutes: decisions "
+        "wait behind slow batches and OffsetLag will follow.",
+        action="Compare DynamoDB latency and throttles, S3 and SNS errors; check batch size.",
+    ),
+    AlarmSpec(
+        "enforcement-falling-behind",
+        f"Spark results arrive faster than enforcement processes them ({BACKLOG_MINUTES} min)",
+        ENFORCEMENT_BACKLOG,
+        warning=BACKLOG_WARNING_PCT,
+        critical=BACKLOG_CRITICAL_PCT,
+        evaluation_periods=BACKLOG_MINUTES // 5,
+        datapoints_to_alarm=BACKLOG_MINUTES // 5,
+        meaning="The input rate of the enforcement stage stays above its processing rate: the "
+        "backlog grows even though nothing has stopped.",
+        action="Check Lambda concurrency (reserved, pollers), duration and throttles.",
+    ),
+    AlarmSpec(
         "emr-job-failed",
         "EMR Serverless job run failed",
         emr("FailedJobs", "Sum", 300, "Failed jobs"),
@@ -342,11 +400,12 @@ ALARMS: tuple[AlarmSpec, ...] = (
     ),
     AlarmSpec(
         "spark-input-stalled",
-        f"Kafka inputs arrive but Spark consumed nothing for {STALL_MINUTES} min",
+        f"Messages reach Kafka but Spark consumed nothing for {STALL_MINUTES} min",
         SPARK_INPUT_STALLED,
         warning=None,
         critical=0.0,
-        meaning="Producers write fills/prices/cash but the Spark job reads nothing.",
+        meaning="Producers write to the cluster (with Spark stalled nothing else does) but the "
+        "Spark job reads nothing.",
         action="Check the job run state and its Kafka (IAM) connectivity.",
     ),
     AlarmSpec(
@@ -435,6 +494,12 @@ OPERATIONS = DashboardSpec(
                 ),
                 Widget("Kafka OffsetLag", (OFFSET_LAG,), alarm="kafka-offset-lag"),
                 Widget(
+                    "Enforcement backlog (% of Spark results not processed)",
+                    (ENFORCEMENT_BACKLOG,),
+                    alarm="enforcement-falling-behind",
+                    unit="%",
+                ),
+                Widget(
                     "Stage stalls (1 = stalled)",
                     (SPARK_INPUT_STALLED, MARGIN_RESULTS_STALLED, AUDIT_STALLED),
                     alarm="margin-results-stalled",
@@ -454,7 +519,8 @@ OPERATIONS = DashboardSpec(
                 ),
                 Widget(
                     "Duration p50 / p99",
-                    (lam("Duration", "p50", label="p50"), lam("Duration", "p99", label="p99")),
+                    (lam("Duration", "p50", label="p50"), LAMBDA_DURATION_P99),
+                    alarm="lambda-duration",
                     unit="ms",
                     width=6,
                 ),
@@ -498,8 +564,10 @@ OPERATIONS = DashboardSpec(
                 Widget(
                     "Resources allocated",
                     (
-                        emr("CPUAllocated", "Average", 60, "vCPU"),
-                        emr("MemoryAllocated", "Average", 60, "memory GB"),
+                        emr_workers("CPUAllocated", "SPARK_DRIVER", "driver vCPU"),
+                        emr_workers("CPUAllocated", "SPARK_EXECUTORS", "executors vCPU"),
+                        emr_workers("MemoryAllocated", "SPARK_DRIVER", "driver memory GB"),
+                        emr_workers("MemoryAllocated", "SPARK_EXECUTORS", "executors memory GB"),
                     ),
                 ),
             ),

@@ -200,10 +200,8 @@ def _last(
 
 
 INPUTS = (specs.spark(names.METRIC_INPUT_RECORDS),)
-# Upstream of the inputs stage in AWS: the MSK input topics (no such metric in a local run).
-KAFKA_INPUTS = tuple(
-    specs.msk_topic(t, 60) for t in (names.TOPIC_FILLS, names.TOPIC_PRICES, names.TOPIC_CASH)
-)
+# Upstream of the inputs stage in AWS: messages into the MSK brokers (no such metric locally).
+KAFKA_INPUTS = tuple(specs.msk_broker(b, 60) for b in range(1, specs.MAX_MSK_BROKERS + 1))
 MARGIN_RESULTS = (specs.spark(names.METRIC_MARGIN_RESULTS),)
 ALL_RESULTS = (*MARGIN_RESULTS, specs.spark(names.METRIC_STRESS_RESULTS))
 ENFORCED = (specs.enf(names.METRIC_RECORDS_PROCESSED),)
@@ -260,7 +258,7 @@ def build_report(
         sh = StageHealth(name, metric, last, count, count / window_minutes, lag, status, rule)
         return sh, count
 
-    inputs, _ = stage("inputs", INPUTS, KAFKA_INPUTS, "Kafka input topics (MessagesInPerSec)")
+    inputs, _ = stage("inputs", INPUTS, KAFKA_INPUTS, "Kafka brokers (MessagesInPerSec)")
     results, _ = stage("spark margin results", MARGIN_RESULTS, INPUTS, "inputs")
     enforce, ok = stage("enforcement decisions", ENFORCED, ALL_RESULTS, "Spark results")
     # Decisions are only counted when there are some; processed records show the stage runs.
@@ -298,6 +296,20 @@ def _enforcement_kpis(
             crit.append(f"OffsetLag {lag:g} > {specs.OFFSET_LAG_CRITICAL:g}")
         elif lag > specs.OFFSET_LAG_WARNING:
             warn.append(f"OffsetLag {lag:g} > {specs.OFFSET_LAG_WARNING:g}")
+    duration = source.window(specs.LAMBDA_DURATION_P99, start, until)
+    if duration is not None:
+        details["lambda_duration_p99_ms"] = duration
+        if duration > specs.LAMBDA_DURATION_P99_CRITICAL_MS:
+            crit.append(
+                f"Lambda p99 {duration:.0f} ms > {specs.LAMBDA_DURATION_P99_CRITICAL_MS:.0f} ms"
+            )
+    backlog = _backlog_pct(source, start, until)
+    if backlog is not None:
+        details["backlog_pct"] = round(backlog, 3)
+        if backlog > specs.BACKLOG_CRITICAL_PCT:
+            crit.append(f"backlog {backlog:.1f}% > {specs.BACKLOG_CRITICAL_PCT:g}%")
+        elif backlog > specs.BACKLOG_WARNING_PCT:
+            warn.append(f"backlog {backlog:.1f}% > {specs.BACKLOG_WARNING_PCT:g}%")
     if sh.status in ("STALLED", UNKNOWN):
         return dataclasses.replace(sh, details=details)
     if crit:
@@ -305,6 +317,16 @@ def _enforcement_kpis(
     if warn:
         return dataclasses.replace(sh, status="WARNING", rule="; ".join(warn), details=details)
     return dataclasses.replace(sh, details=details)
+
+
+def _backlog_pct(source: MetricSource, start: datetime, until: datetime) -> float | None:
+    """`specs.ENFORCEMENT_BACKLOG` over the report's window (None without Spark results)."""
+    values = {
+        k: source.window(m, start, until) or 0.0 for k, m in specs.ENFORCEMENT_BACKLOG.using.items()
+    }
+    if values["margin"] + values["stress"] <= 0:
+        return None
+    return specs.ENFORCEMENT_BACKLOG.local(values)
 
 
 def local_report(

@@ -16,6 +16,9 @@ TOPIC_FILLS: Final = "fills.v1"
 TOPIC_PRICES: Final = "prices.v1"
 TOPIC_CASH: Final = "cash.v1"
 TOPIC_BETAS: Final = "betas.v1"
+# House margin requirements and desk actions, published by upstream systems like the inputs above.
+TOPIC_HOUSE_REQUIREMENTS: Final = "house.requirements.v1"
+TOPIC_DESK_ACTIONS: Final = "desk.actions.v1"
 TOPIC_MARGIN_CALC: Final = "margin.calc.v1"
 TOPIC_STRESS: Final = "stress.beta_spy.v1"
 TOPIC_MARGIN_CALLS: Final = "margin.calls.v1"
@@ -27,7 +30,9 @@ TOPIC_REJECTED: Final = "rejected.v1"
 INPUT_TOPICS: Final = (TOPIC_FILLS, TOPIC_PRICES, TOPIC_CASH, TOPIC_BETAS)
 RESULT_TOPICS: Final = (TOPIC_MARGIN_CALC, TOPIC_STRESS)
 DECISION_TOPICS: Final = (TOPIC_MARGIN_CALLS, TOPIC_RESTRICTIONS, TOPIC_LIQUIDATIONS)
-ALL_TOPICS: Final = INPUT_TOPICS + RESULT_TOPICS + DECISION_TOPICS + (TOPIC_REJECTED,)
+# Everything upstream systems write (the producer policy grants exactly these).
+UPSTREAM_TOPICS: Final = (*INPUT_TOPICS, TOPIC_HOUSE_REQUIREMENTS, TOPIC_DESK_ACTIONS)
+ALL_TOPICS: Final = UPSTREAM_TOPICS + RESULT_TOPICS + DECISION_TOPICS + (TOPIC_REJECTED,)
 
 # Kafka record headers that carry tracing context from the producer through Spark to the Lambda.
 HEADER_CORRELATION_ID: Final = "correlation_id"
@@ -49,6 +54,7 @@ ATHENA_WORKGROUP: Final = f"{PROJECT}-audit"
 AUDIT_PREFIX: Final = "audit/"
 # Records the enforcement function rejected (JSON lines: raw record + reason), same bucket.
 REJECTED_PREFIX: Final = "rejected/"
+UPSTREAM_PRODUCER_POLICY: Final = f"{PROJECT}-upstream-producer"
 OPS_DASHBOARD: Final = f"{PROJECT}-operations"
 RISK_DASHBOARD: Final = f"{PROJECT}-risk"
 # CloudWatch Logs group of the Spark job (EMR Serverless monitoringConfiguration).

@@ -2,18 +2,22 @@
 
 One call of `EnforcementService.process` handles one MSK batch: decode and validate every record
 (bad ones go to the rejected sink, never retried), apply `enforcement.apply_event` per account in
-partition order, then do the side effects in the order that keeps a retry safe:
+partition order, then do the side effects in the order that keeps the write-once audit trail true:
 
-1. the audit object(s) for the batch (deterministic key: a retry overwrites),
-2. decisions to Kafka and new calls / liquidations to the operator topic (deterministic ids),
-3. the heads it loaded copied to history (so history only ever holds committed versions),
-4. one conditional write per account touched (the commit point; version-guarded),
-5. a rewrite of the audit object if a conflict or a failed commit changed what was committed.
+1. outboxes that must not wait: one whose records this batch reads again (its invocation failed
+   after committing) is written and published again; one a deciding commit will replace is written,
+2. the heads it loaded copied to history (so history only ever holds committed versions),
+3. one conditional write per account touched (the commit point; version-guarded), storing the
+   commit's decisions on the head as its audit outbox (`margin_risk.outbox`),
+4. the committed decisions' audit objects, keyed by account and committed version, created once,
+5. decisions to Kafka and new calls / liquidations to the operator topic (deterministic ids).
 
-A failure before the commit fails every valid record of the batch; a failure at the commit fails
-only that account's records. Either way the retry recomputes the same ids and keys, and records an
-account has already applied are duplicates that change nothing. No boto3 here: adapters implement
-the ports (`margin_risk.adapters`), tests and benchmarks use in-memory fakes.
+A decision is therefore in the trail only once its state change is committed, and nothing in the
+trail is ever deleted or rewritten. A failure before the commit fails every valid record of the
+batch; a failure at or after the commit fails only that account's records, whose redelivery finds
+them applied (duplicates that change nothing) and finishes the audit write and the publish from the
+outbox. No boto3 here: adapters implement the ports (`margin_risk.adapters`), tests and benchmarks
+use in-memory fakes.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from margin_risk.models import (
     parse_enforcement_input,
     reason_code,
 )
+from margin_risk.outbox import Outbox
 from margin_risk.params import PolicyParams
 
 log = logging.getLogger(__name__)
@@ -156,11 +161,14 @@ def decode(record: InboundRecord) -> ValidRecord | Rejection:
 # --- Ports -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CommitInfo:
-    """What the head item records about the batch that wrote it (copied into history later)."""
+    """What the head item records about the batch that wrote it (copied into history later), and
+    the audit outbox it stores with the state: this commit's decisions, or, when it decided
+    nothing, the outbox of the head it replaces (carried until a deciding commit replaces it)."""
 
     batch_id: str
     decision_ids: tuple[str, ...]
     committed_at: datetime
+    outbox: Outbox | None = None
 
 
 class StateRepository(Protocol):
@@ -179,6 +187,10 @@ class StateRepository(Protocol):
         """Current state of each known account (unknown accounts are simply absent)."""
         ...
 
+    def outbox(self, account_id: str) -> Outbox | None:
+        """The audit outbox of the head last loaded (or returned by a conflict) for the account."""
+        ...
+
     def commit(
         self, state: AccountState, expected_version: int, info: CommitInfo
     ) -> AccountState | None:
@@ -194,9 +206,18 @@ class StateRepository(Protocol):
 
 
 class AuditSink(Protocol):
-    def put_objects(self, objects: Mapping[str, bytes]) -> None: ...
+    """The write-once trail: objects are created, never overwritten or deleted."""
 
-    def delete_objects(self, keys: Sequence[str]) -> None: ...
+    # Creates in flight at once (each is one request on its own key).
+    max_concurrent_puts: int
+
+    def create(self, key: str, body: bytes) -> bool:
+        """Create the object unless the key exists (then leave it): True if this call created it.
+
+        Callers only ever create a key with the one body its outbox fixes, so an existing object
+        already holds exactly these bytes.
+        """
+        ...
 
 
 class RejectedSink(Protocol):
@@ -456,23 +477,41 @@ class EnforcementService:
             for a, recs in by_account.items()
         }
         origin = {v.event.event_id: v.origin_ts for v in valid}
-        all_decisions = [d for run in runs.values() for d in run.decisions]
-        written: dict[str, bytes] = {}
-        published: set[str] = set()
+        created: list[str] = []
+        # Outboxes to write before anything is committed over them: one whose records this batch
+        # reads again (its invocation failed after its commit: write and publish it again), and
+        # one that a deciding commit is about to replace on the head.
+        flush: dict[str, tuple[Outbox, bool]] = {}
+        for a, run in runs.items():
+            box = self.repo.outbox(a)
+            if box is None:
+                continue
+            if box.redelivered(_coordinates(run.records)):
+                flush[a] = (box, True)
+            elif run.changed and run.decisions:
+                flush[a] = (box, False)
         try:
-            written = audit.audit_objects(all_decisions, batch, self.audit_prefix)
-            if written:
-                with self.tracing.span("audit put"):
-                    self.audit_sink.put_objects(written)
-            self._publish(runs.values(), published)
+            if flush:
+                with self.tracing.span("audit outboxes"):
+                    written = self._write_outboxes([box for box, _ in flush.values()])
+                again: list[Outbox] = []
+                for a, (box, redelivered) in flush.items():
+                    made = written[a]
+                    if isinstance(made, Exception):
+                        raise made
+                    created.extend(made)
+                    # A created object was never written before, so never published either.
+                    if redelivered or made:
+                        again.append(box)
+                self._publish_outboxes(again)
             to_archive = [a for a, r in runs.items() if r.changed and r.base.version > 0]
             if self.history_enabled and to_archive:
                 with self.tracing.span("history"):
                     self.repo.archive(to_archive)
         except Exception:
-            log.exception("audit, publish or history failed before commit: batch retried")
-            self._cleanup(list(written))
+            log.exception("outbox, publish or history failed before commit: batch retried")
             result.failed = [v.coordinate for v in valid]
+            result.audit_keys = sorted(created)
             self._emit_counts(result)
             return result
 
@@ -480,31 +519,40 @@ class EnforcementService:
             firsts = self._first_commits([r for r in runs.values() if r.changed], batch)
         committed: list[_AccountRun] = []
         failed_accounts: list[str] = []
+        late: list[Outbox] = []
         for a, run in runs.items():
-            final = self._commit(run, published, result, batch, firsts.get(a))
+            final = self._commit(run, result, batch, created, late, firsts.get(a))
             if final is None:
                 failed_accounts.append(a)
             else:
                 runs[a] = final
                 committed.append(final)
 
-        final_decisions = [d for run in committed for d in run.decisions]
-        final_objects = audit.audit_objects(final_decisions, batch, self.audit_prefix)
+        # The audit write of what was committed, one object per account and hour; then publish.
+        own = {r.account_id: self._own_outbox(r) for r in committed if r.changed and r.decisions}
+        with self.tracing.span("audit put"):
+            written = self._write_outboxes(list(own.values()))
+        audited: list[Outbox] = []
+        for a, made in written.items():
+            if isinstance(made, Exception):
+                log.error(
+                    "audit write failed after commit: the records' redelivery writes it",
+                    exc_info=made,
+                    extra={"account_id": a},
+                )
+                failed_accounts.append(a)
+            else:
+                created.extend(made)
+                audited.append(own[a])
         try:
-            if final_objects != written:
-                with self.tracing.span("audit rewrite"):
-                    if final_objects:
-                        self.audit_sink.put_objects(final_objects)
-                    stale = [k for k in written if k not in final_objects]
-                    if stale:
-                        self.audit_sink.delete_objects(stale)
+            self._publish_outboxes(audited + late)
         except Exception:
-            # The state is committed; a retry finds duplicates and changes nothing. The audit
-            # object still holds the first computation, whose ids a reader dedupes on.
-            log.exception("audit rewrite failed after commit")
+            log.exception("publish failed after commit: the records' redelivery publishes again")
+            failed_accounts.extend(b.account_id for b in audited + late)
 
+        final_decisions = [d for run in committed for d in run.decisions]
         result.decisions = final_decisions
-        result.audit_keys = sorted(final_objects)
+        result.audit_keys = sorted(created)
         result.accounts_committed = sum(1 for r in committed if r.changed)
         for r in committed:
             for o in r.outcomes:
@@ -533,24 +581,50 @@ class EnforcementService:
             start = origin.get(trigger, d.timestamp)
             latency_ms = max(0.0, (now - start).total_seconds() * 1000.0)
             self.metrics.add(names.METRIC_E2E_LATENCY, "Milliseconds", latency_ms)
-        if result.audit_keys:
-            self.metrics.add(names.METRIC_AUDIT_OBJECTS, "Count", len(result.audit_keys))
         self._emit_counts(result)
         return result
 
-    def _publish(self, runs: Any, published: set[str]) -> None:
-        """Publish decisions not yet published in this invocation (conflict re-runs add some)."""
-        fresh = [d for run in runs for d in run.decisions if d.event_id not in published]
-        if not fresh:
+    def _own_outbox(self, run: _AccountRun) -> Outbox:
+        """The outbox of this run's commit: its decisions, keyed by the version it commits."""
+        return Outbox.of(
+            run.account_id,
+            run.state.version,
+            run.decisions,
+            (d.event_id for d in run.restrictions),
+            _coordinates(run.records),
+        )
+
+    def _write_outboxes(self, boxes: Sequence[Outbox]) -> dict[str, list[str] | Exception]:
+        """Create each outbox's objects, up to the sink's ``max_concurrent_puts`` accounts at a
+        time; per account the keys this call created, or the error it raised."""
+
+        def write(box: Outbox) -> tuple[str, list[str] | Exception]:
+            try:
+                objects = box.objects(self.audit_prefix)
+                made = [k for k, body in objects.items() if self.audit_sink.create(k, body)]
+            except Exception as exc:
+                return box.account_id, exc
+            return box.account_id, made
+
+        workers = min(len(boxes), max(1, self.audit_sink.max_concurrent_puts))
+        if workers <= 1:
+            return dict(map(write, boxes))
+        with ThreadPoolExecutor(workers, thread_name_prefix="audit") as pool:
+            return dict(pool.map(self.tracing.in_thread(write), boxes))
+
+    def _publish_outboxes(self, boxes: Sequence[Outbox]) -> None:
+        """Decisions to Kafka (at least once: consumers dedupe on event_id), and new calls and
+        liquidations to the operator topic."""
+        decisions = [d for b in boxes for d in b.decisions()]
+        if not decisions:
             return
-        restricted_met = {d.event_id for run in runs for d in run.restrictions}
+        restricted_met = {i for b in boxes for i in b.restricted_met}
         with self.tracing.span("kafka publish"):
-            self.publisher.publish(route(fresh, restricted_met, self.topics))
-        notify = [d for d in fresh if d.event_type in NOTIFY_TYPES]
+            self.publisher.publish(route(decisions, restricted_met, self.topics))
+        notify = [d for d in decisions if d.event_type in NOTIFY_TYPES]
         if notify:
             with self.tracing.span("sns publish"):
                 self.notifier.notify(notify)
-        published.update(d.event_id for d in fresh)
 
     def _first_commits(self, runs: list[_AccountRun], batch: str) -> dict[str, _Attempt]:
         """The first conditional write of every changed account, up to the repository's
@@ -569,7 +643,8 @@ class EnforcementService:
             return dict(pool.map(self.tracing.in_thread(attempt), jobs))
 
     def _commit_info(self, run: _AccountRun, batch: str) -> CommitInfo:
-        return CommitInfo(batch, tuple(d.event_id for d in run.decisions), self.clock())
+        box = self._own_outbox(run) if run.decisions else self.repo.outbox(run.account_id)
+        return CommitInfo(batch, tuple(d.event_id for d in run.decisions), self.clock(), box)
 
     def _try_commit(self, run: _AccountRun, info: CommitInfo) -> _Attempt:
         """One conditional write; errors are returned, to be reported in the handler's thread."""
@@ -582,13 +657,16 @@ class EnforcementService:
     def _commit(
         self,
         run: _AccountRun,
-        published: set[str],
         result: BatchResult,
         batch: str,
+        created: list[str],
+        late: list[Outbox],
         first: _Attempt | None = None,
     ) -> _AccountRun | None:
         """Conditional write (``first``: its outcome when already attempted); on a conflict
-        re-apply on the stored item. None: failed."""
+        re-apply on the stored item, after writing the winner's outbox if this run would replace
+        it (objects it created go to ``created``, that outbox to ``late`` to be published).
+        None: failed."""
         attempts = 0
         outcome = first
         while run.changed:
@@ -615,23 +693,22 @@ class EnforcementService:
                 return None
             run = self._run_account(current, run.records)
             try:
-                self._publish([run], published)
+                box = self.repo.outbox(run.account_id)
+                if box is not None and run.changed and run.decisions:
+                    made = self._write_outboxes([box])[run.account_id]
+                    if isinstance(made, Exception):
+                        raise made
+                    created.extend(made)
+                    if made:
+                        late.append(box)
                 if self.history_enabled and run.changed:
                     self.repo.archive([run.account_id])  # the winner's head, as it was committed
             except Exception:
                 log.exception(
-                    "publish/history failed after conflict", extra={"account_id": run.account_id}
+                    "outbox/history failed after conflict", extra={"account_id": run.account_id}
                 )
                 return None
         return run
-
-    def _cleanup(self, keys: list[str]) -> None:
-        if not keys:
-            return
-        try:
-            self.audit_sink.delete_objects(keys)
-        except Exception:
-            log.exception("could not remove the uncommitted audit object(s); a retry overwrites")
 
     def _emit_counts(self, r: BatchResult) -> None:
         m = self.metrics
@@ -639,6 +716,8 @@ class EnforcementService:
         m.add(names.METRIC_STALE_EVENTS, "Count", r.outcomes[Outcome.STALE])
         m.add(names.METRIC_DUPLICATE_EVENTS, "Count", r.outcomes[Outcome.DUPLICATE])
         m.add(names.METRIC_RECORDS_FAILED, "Count", len(r.failed))
+        if r.audit_keys:
+            m.add(names.METRIC_AUDIT_OBJECTS, "Count", len(r.audit_keys))
         log.info(
             "batch done",
             extra={
@@ -652,6 +731,10 @@ class EnforcementService:
                 "at": iso(self.clock()),
             },
         )
+
+
+def _coordinates(records: Sequence[ValidRecord]) -> list[tuple[str, int, int]]:
+    return [(r.coordinate.topic, r.coordinate.partition, r.coordinate.offset) for r in records]
 
 
 def _group(valid: Sequence[ValidRecord]) -> dict[str, list[ValidRecord]]:

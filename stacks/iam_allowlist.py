@@ -30,7 +30,6 @@ STAR_RESOURCE_ACTIONS: frozenset[str] = frozenset(
         "ec2:DescribeSecurityGroups",
         "ec2:DescribeSubnets",
         "ec2:DescribeVpcs",
-        "cloudwatch:PutMetricData",
     }
 )
 
@@ -55,26 +54,14 @@ REVIEWED: tuple[ReviewedWildcard, ...] = (
     ReviewedWildcard(
         "Resource",
         r"\*",
-        "X-Ray trace upload, EC2 Describe* (for the MSK event source's network lookups) and "
-        "cloudwatch:PutMetricData (restricted by a cloudwatch:namespace condition) have no "
-        "resource-level permissions; AWS requires Resource '*' for exactly these actions.",
+        "X-Ray trace upload and EC2 Describe* (for the MSK event source's network lookups) have "
+        "no resource-level permissions; AWS requires Resource '*' for exactly these actions.",
         only_actions=STAR_RESOURCE_ACTIONS,
     ),
     ReviewedWildcard(
         "Action",
         r"kms:(GenerateDataKey|ReEncrypt)\*",
         "CDK's KMS grants (GenerateDataKey*, ReEncrypt*) scoped to one customer-managed key ARN.",
-    ),
-    ReviewedWildcard(
-        "Action",
-        r"s3:(GetObject|GetBucket|List|DeleteObject|Abort)\*",
-        "CDK's S3 read/write grant action groups, scoped to the job's own asset objects and "
-        "checkpoint prefix.",
-    ),
-    ReviewedWildcard(
-        "Resource",
-        r"<[A-Za-z0-9]+\.Arn>/index/\*|[A-Za-z0-9:-]+ExportsOutput[A-Za-z0-9]+/index/\*",
-        "CDK's DynamoDB grant includes the table's own secondary indexes (none exist today).",
     ),
     ReviewedWildcard(
         "Resource",
@@ -90,20 +77,10 @@ REVIEWED: tuple[ReviewedWildcard, ...] = (
     ),
     ReviewedWildcard(
         "Resource",
-        r"arn:<AWS::Partition>:s3:::cdk-[a-z0-9]+-assets-<AWS::AccountId>-<AWS::Region>/\*",
-        "Read access to the CDK asset bucket's objects for the job's code (CDK asset grant).",
-    ),
-    ReviewedWildcard(
-        "Resource",
         _ACCOUNT_ARN + r"group/margin-risk-monitor-msk/.+/(spark-kafka-source-|margin-risk-"
         r"monitor-margin-job)\*",
         "Spark's Kafka source generates consumer-group ids; the job may join groups under two "
         "fixed prefixes on this cluster only.",
-    ),
-    ReviewedWildcard(
-        "Resource",
-        r"<[A-Za-z0-9]+\.Arn>:\*|" + _ACCOUNT_ARN + r"log-group:/aws/emr-serverless/.+:\*",
-        "Log-stream ARNs of the one log group the job writes to (CDK LogGroup.grantWrite).",
     ),
     ReviewedWildcard(
         "Policy",

@@ -50,7 +50,7 @@ class KafkaClusterRef:
 def grant_connect(grantee: iam.IGrantable, cluster: KafkaClusterRef) -> None:
     grantee.grant_principal.add_to_principal_policy(
         iam.PolicyStatement(
-            actions=["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"],
+            actions=["kafka-cluster:Connect"],
             resources=[cluster.cluster_arn],
         )
     )
@@ -64,13 +64,6 @@ def grant_consume(
 ) -> None:
     """Read `topics` as a member of `groups` (names or `prefix*`)."""
     grant_connect(grantee, cluster)
-    # Lambda's Kafka pollers read the cluster's dynamic configuration when they start.
-    grantee.grant_principal.add_to_principal_policy(
-        iam.PolicyStatement(
-            actions=["kafka-cluster:DescribeClusterDynamicConfiguration"],
-            resources=[cluster.cluster_arn],
-        )
-    )
     grantee.grant_principal.add_to_principal_policy(
         iam.PolicyStatement(
             actions=["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"],

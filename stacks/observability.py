@@ -15,6 +15,7 @@ from aws_cdk import aws_sns_subscriptions as subs
 from constructs import Construct
 
 from dashboards.cdk_render import ObservedResources, add_observability
+from dashboards.specs import MAX_MSK_BROKERS
 from margin_risk import names
 from stacks.config import EnvironmentConfig
 
@@ -63,6 +64,12 @@ class ObservabilityStack(cdk.Stack):
         super().__init__(
             scope, construct_id, description="margin-risk-monitor: dashboards, alarms, alerting"
         )
+        if config.msk.broker_count > MAX_MSK_BROKERS:
+            # The input-stall alarm sums MessagesInPerSec over broker IDs 1..MAX_MSK_BROKERS.
+            raise ValueError(
+                f"{config.name}: msk.broker_count {config.msk.broker_count} > {MAX_MSK_BROKERS}, "
+                "the brokers the spark-input-stalled alarm sums over (dashboards/specs.py)"
+            )
         self.alarm_topic = AlarmTopic(self, "Alerts", email=config.alarm_email)
         self.alarms: list[cw.Alarm] = add_observability(self, resources, self.alarm_topic.topic)
         cdk.CfnOutput(self, "AlarmTopicArn", value=self.alarm_topic.topic.topic_arn)

@@ -172,9 +172,38 @@ class ProcessingStack(cdk.Stack):
 
         job = SparkJobRole(self, "JobRole")
         self.job_role = job.role
-        self.entrypoint.grant_read(self.job_role)
-        self.pyfiles.grant_read(self.job_role)
-        self.checkpoints.grant_read_write(self.job_role, f"{CHECKPOINT_PREFIX}*")
+        # EMR Serverless fetches the job's code with the job role: the two objects, nothing else.
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    a.bucket.arn_for_objects(a.s3_object_key)
+                    for a in (self.entrypoint, self.pyfiles)
+                ],
+            )
+        )
+        # The checkpoint and state store under its prefix, through Hadoop's file system on S3:
+        # create, open, delete, rename (a copy and a delete), abandoned multipart uploads, and
+        # listings under the prefix only.
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
+                resources=[self.checkpoints.arn_for_objects(f"{CHECKPOINT_PREFIX}*")],
+            )
+        )
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.checkpoints.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINT_PREFIX}*"]}},
+            )
+        )
+        self.key.grant_encrypt_decrypt(self.job_role)
         self.log_group.grant_write(self.job_role)
         self.job_role.add_to_principal_policy(
             iam.PolicyStatement(
@@ -182,13 +211,7 @@ class ProcessingStack(cdk.Stack):
                 resources=[self.log_group.log_group_arn],
             )
         )
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": names.METRICS_NAMESPACE}},
-            )
-        )
+        # No cloudwatch:PutMetricData: the job's metrics are EMF lines in its driver log.
         grant_consume(self.job_role, kafka, SPARK_INPUT_TOPICS, SPARK_GROUP_PREFIXES)
         grant_produce(self.job_role, kafka, SPARK_OUTPUT_TOPICS)
 

@@ -281,7 +281,6 @@ class AuditAnalytics(Construct):
                 work_group=self.workgroup.ref,
                 query_string=query.sql,
             )
-            nq.node.add_dependency(self.workgroup)
             self.named_queries[query.name] = nq
 
 

@@ -1,8 +1,10 @@
-"""Session-wide fixtures: one embedded AWS endpoint (moto server) for every test that needs AWS.
+"""Session-wide fixtures: one AWS endpoint for every test that needs AWS.
 
-`aws_endpoint` starts the server once, points boto3 at it through ``AWS_ENDPOINT_URL`` (the same
-setting that selects LocalStack or real AWS), sets a region and fake credentials, and provisions
-the tables, bucket, SNS topic and queue from `margin_risk.names`.
+By default `aws_endpoint` starts the embedded moto server once; with ``pytest --localstack`` it
+uses a running LocalStack instead (`tests.aws_target`). Either way it points boto3 at the endpoint
+through ``AWS_ENDPOINT_URL`` (the same setting that selects LocalStack or real AWS for the code),
+sets a region and fake credentials, and provisions the tables, bucket, SNS topic and queue from
+`margin_risk.names`.
 """
 
 from __future__ import annotations
@@ -13,40 +15,70 @@ from collections.abc import Iterator
 import pytest
 
 from margin_risk.local.moto_server import Provisioned, client_env, provision, start_moto
+from tests.aws_target import check_localstack, localstack_endpoint, skip_reason
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--localstack",
+        action="store_true",
+        help="run the AWS integration tests against a running LocalStack (LOCALSTACK_HOST, "
+        "default localhost:4566) instead of the embedded moto server",
+    )
+
 
 SERVICE_FIXTURES = frozenset({"aws_endpoint", "deployment"})
 TIERS = frozenset({"integration", "spark", "infra"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test lands in a selectable tier (``pytest -m unit``, ``-m "not slow"``...): a test
     that uses a service fixture is ``integration``, one with a Spark session ``spark``; whatever
-    is in no tier is ``unit``; Spark, synth and the local pipeline's tests are also ``slow``."""
+    is in no tier is ``unit``; Spark, synth and the local pipeline's tests are also ``slow``.
+    With ``--localstack``, a test needing a service the community image lacks is skipped."""
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        if names & SERVICE_FIXTURES:
-            item.add_marker(pytest.mark.integration)
-        if "spark" in names:
-            item.add_marker(pytest.mark.spark)
-        kinds = {m.name for m in item.iter_markers()}
-        if not kinds & TIERS:
-            item.add_marker(pytest.mark.unit)
-        if kinds & {"spark", "infra"} or "tests/local/" in item.nodeid:
-            item.add_marker(pytest.mark.slow)
+        _assign_tier(item)
+    if not config.getoption("--localstack"):
+        return
+    for item in items:
+        marker = item.get_closest_marker("aws_services")
+        reason = skip_reason(set(marker.args)) if marker else None
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _assign_tier(item: pytest.Item) -> None:
+    names = set(getattr(item, "fixturenames", ()))
+    if names & SERVICE_FIXTURES:
+        item.add_marker(pytest.mark.integration)
+    if "spark" in names:
+        item.add_marker(pytest.mark.spark)
+    kinds = {m.name for m in item.iter_markers()}
+    if not kinds & TIERS:
+        item.add_marker(pytest.mark.unit)
+    if kinds & {"spark", "infra"} or "tests/local/" in item.nodeid:
+        item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
-def aws_endpoint() -> Iterator[Provisioned]:
-    server = start_moto()
-    env = client_env(server.endpoint)
+def aws_endpoint(request: pytest.FixtureRequest) -> Iterator[Provisioned]:
+    server = None
+    if request.config.getoption("--localstack"):
+        endpoint = localstack_endpoint()
+        check_localstack(endpoint)
+    else:
+        server = start_moto()
+        endpoint = server.endpoint
+    env = client_env(endpoint)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        yield provision(server.endpoint)
+        yield provision(endpoint)
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        server.stop()
+        if server is not None:
+            server.stop()

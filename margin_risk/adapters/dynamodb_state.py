@@ -5,7 +5,8 @@ version guard that keeps two invocations from both moving an account), and histo
 BatchWriteItem: before committing version v+1 the head it loaded (version v, with the batch id and
 decision ids that wrote it) is copied to ``H#v``, so history never holds an uncommitted version.
 ``ReturnValuesOnConditionCheckFailure=ALL_OLD`` hands back the winner's item with the failure, so a
-conflict costs no extra read.
+conflict costs no extra read. The head also stores the commit's audit outbox, so the decisions are
+committed in the same conditional write as the state they change.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from botocore.exceptions import ClientError
 from margin_risk import names
 from margin_risk.enforcement import AccountState
 from margin_risk.models import iso
+from margin_risk.outbox import Outbox
 from margin_risk.service import CommitInfo
 
 BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
 MAX_UNPROCESSED_ROUNDS = 8
+# The head's audit outbox (`margin_risk.outbox`): the decisions committed with the state.
+OUTBOX_ATTR = "audit_outbox"
 # Conditional head writes in flight at once (distinct accounts): a 1,000-record batch touches
 # ~200 accounts, and one round trip each, in turn, was the batch's longest step.
 MAX_CONCURRENT_COMMITS = 16
@@ -104,6 +108,8 @@ class DynamoStateRepository:
             "decision_ids": {"L": [{"S": d} for d in info.decision_ids]},
             "committed_at": {"S": iso(info.committed_at)},
         }
+        if info.outbox is not None:
+            item[OUTBOX_ATTR] = {"S": info.outbox.to_json()}
         if expected_version == 0:
             cond = f"attribute_not_exists({names.PK_ACCOUNT})"
             values: dict[str, Any] = {}
@@ -124,19 +130,15 @@ class DynamoStateRepository:
             if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
             old = cast("dict[str, Any] | None", e.response.get("Item"))
-            if not old:  # should not happen with ALL_OLD; read it rather than guess
-                got = self.client.get_item(
-                    TableName=self.table,
-                    Key={
-                        names.PK_ACCOUNT: {"S": state.account_id},
-                        names.SK_ITEM: {"S": names.SK_HEAD},
-                    },
-                    ConsistentRead=True,
-                )
-                old = got["Item"]
+            if not old:  # ALL_OLD returns the item that failed the condition; the role has no read
+                raise RuntimeError(f"{state.account_id}: conflict without the stored item") from e
             self._heads[state.account_id] = old
             return state_from_item(old)
         return None
+
+    def outbox(self, account_id: str) -> Outbox | None:
+        attr = self._heads.get(account_id, {}).get(OUTBOX_ATTR)
+        return None if attr is None else Outbox.from_json(attr["S"])
 
     def archive(self, account_ids: Sequence[str]) -> None:
         puts: list[dict[str, Any]] = []

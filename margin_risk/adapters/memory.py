@@ -1,6 +1,6 @@
 """In-memory implementations of the service ports: unit tests and benchmarks run the real
 `EnforcementService` logic on them, with no endpoint at all. Semantics match the AWS adapters
-(version-guarded commit returning the stored state on a conflict, overwriting keys)."""
+(version-guarded commit returning the stored state on a conflict, create-only audit objects)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from margin_risk.enforcement import AccountState
 from margin_risk.models import AuditEvent
+from margin_risk.outbox import Outbox
 from margin_risk.service import CommitInfo, Publication, Rejection
 
 
@@ -18,7 +19,10 @@ class MemoryStateRepository:
 
     rows: dict[str, str] = field(default_factory=dict)
     history: dict[tuple[str, int], str] = field(default_factory=dict)
+    # The audit outbox stored on each head (JSON), as the DynamoDB item's attribute.
+    outboxes: dict[str, str] = field(default_factory=dict)
     _seen: dict[str, str] = field(default_factory=dict)
+    _seen_outbox: dict[str, str] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=lambda: {"load_many": 0, "commit": 0})
     max_concurrent_commits: int = 1  # no I/O to overlap
 
@@ -30,6 +34,7 @@ class MemoryStateRepository:
         self.calls["load_many"] += 1
         rows = self.rows
         self._seen = {a: rows[a] for a in account_ids if a in rows}
+        self._seen_outbox = {a: self.outboxes[a] for a in account_ids if a in self.outboxes}
         return {a: AccountState.model_validate_json(j) for a, j in self._seen.items()}
 
     def commit(
@@ -42,9 +47,22 @@ class MemoryStateRepository:
         if stored != expected_version:
             if row is not None:
                 self._seen[state.account_id] = row
+                box = self.outboxes.get(state.account_id)
+                if box is None:
+                    self._seen_outbox.pop(state.account_id, None)
+                else:
+                    self._seen_outbox[state.account_id] = box
             return current
         self.rows[state.account_id] = state.model_dump_json()
+        if info.outbox is None:
+            self.outboxes.pop(state.account_id, None)
+        else:
+            self.outboxes[state.account_id] = info.outbox.to_json()
         return None
+
+    def outbox(self, account_id: str) -> Outbox | None:
+        box = self._seen_outbox.get(account_id)
+        return None if box is None else Outbox.from_json(box)
 
     def archive(self, account_ids: Sequence[str]) -> None:
         for a in account_ids:
@@ -59,13 +77,16 @@ class MemoryObjectStore:
 
     objects: dict[str, bytes] = field(default_factory=dict)
     rejected: dict[str, list[Rejection]] = field(default_factory=dict)
+    max_concurrent_puts: int = 1  # no I/O to overlap
 
-    def put_objects(self, objects: Mapping[str, bytes]) -> None:
-        self.objects.update(objects)
-
-    def delete_objects(self, keys: Sequence[str]) -> None:
-        for k in keys:
-            self.objects.pop(k, None)
+    def create(self, key: str, body: bytes) -> bool:
+        old = self.objects.get(key)
+        if old is None:
+            self.objects[key] = body
+            return True
+        if old != body:  # the protocol's invariant: a key only ever gets one body
+            raise AssertionError(f"audit object {key} written again with different content")
+        return False
 
     def put_rejected(self, batch_id: str, rejections: Sequence[Rejection]) -> None:
         self.rejected[batch_id] = list(rejections)

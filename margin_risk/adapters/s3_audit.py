@@ -1,39 +1,54 @@
-"""S3 sinks: the audit trail (one object per batch and hour) and the rejected-record log.
+"""S3 sinks: the write-once audit trail and the rejected-record log.
 
-Keys are deterministic for a batch, so a retry overwrites instead of adding a duplicate (with
-Object Lock the bucket keeps the earlier version too, which is what a regulator wants).
+Audit objects are created with ``If-None-Match: *``: S3 refuses (412) to write a key that exists, so
+the function never overwrites an audit object, not even with the same bytes, and needs no other
+permission than ``s3:PutObject``. Keys are deterministic (see `margin_risk.outbox`), so a retry that
+finds its object already there has nothing left to do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from margin_risk import names
 from margin_risk.service import Rejection
 
 JSONL = "application/x-ndjson"
+# Audit objects created in parallel per batch (one request each; within the client's pool).
+MAX_CONCURRENT_PUTS = 16
 
 
 class S3AuditSink:
-    """`margin_risk.service.AuditSink`: PUT each audit object, DeleteObjects the obsolete ones."""
+    """`margin_risk.service.AuditSink`: a conditional PUT per audit object."""
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(
+        self, client: Any, bucket: str, max_concurrent_puts: int = MAX_CONCURRENT_PUTS
+    ) -> None:
         self.client = client
         self.bucket = bucket
+        self.max_concurrent_puts = max_concurrent_puts
 
-    def put_objects(self, objects: Mapping[str, bytes]) -> None:
-        for key, body in objects.items():
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=JSONL)
+    def create(self, key: str, body: bytes) -> bool:
+        return create_object(self.client, self.bucket, key, body)
 
-    def delete_objects(self, keys: Sequence[str]) -> None:
-        for i in range(0, len(keys), 1000):
-            chunk = [{"Key": k} for k in keys[i : i + 1000]]
-            resp = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
-            )
-            if resp.get("Errors"):
-                raise RuntimeError(f"S3 DeleteObjects failed: {resp['Errors'][:3]}")
+
+def create_object(client: Any, bucket: str, key: str, body: bytes) -> bool:
+    """PUT with ``If-None-Match: *``: True if created, False if the key already existed.
+
+    The role's policy allows PutObject on this bucket only with that header (an IAM condition), so
+    an unconditional PUT, which would overwrite, is refused by IAM as well.
+    """
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=JSONL, IfNoneMatch="*")
+    except ClientError as e:
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if e.response.get("Error", {}).get("Code") == "PreconditionFailed" or status == 412:
+            return False
+        raise
+    return True
 
 
 def rejected_key(batch_id: str, prefix: str = names.REJECTED_PREFIX) -> str:
@@ -49,10 +64,6 @@ class S3RejectedSink:
         self.prefix = prefix
 
     def put_rejected(self, batch_id: str, rejections: Sequence[Rejection]) -> None:
+        # The key is the batch's: a retried batch finds its object there, with the same lines.
         body = "".join(r.to_json() + "\n" for r in rejections).encode()
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=rejected_key(batch_id, self.prefix),
-            Body=body,
-            ContentType=JSONL,
-        )
+        create_object(self.client, self.bucket, rejected_key(batch_id, self.prefix), body)

@@ -124,7 +124,16 @@ def provision(
             TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"},
         )
     s3 = session.client("s3", endpoint_url=endpoint)
-    s3.create_bucket(Bucket=cfg.audit_bucket)  # idempotent for the owner in us-east-1
+    # Object Lock (and so versioning) as the deployed audit bucket has: every write stays a
+    # version, so a test can show that no audit object was ever written twice.
+    s3.create_bucket(Bucket=cfg.audit_bucket, ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(
+        Bucket=cfg.audit_bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+        },
+    )
     sns = session.client("sns", endpoint_url=endpoint)
     topic_arn: str = sns.create_topic(Name=names.OPERATOR_TOPIC)["TopicArn"]
     sqs = session.client("sqs", endpoint_url=endpoint)

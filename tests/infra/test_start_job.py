@@ -135,6 +135,7 @@ def test_a_run_that_will_not_stop_times_out() -> None:
         stop_live_runs(Stuck({"old": (names.EMR_JOB_NAME, "RUNNING")}), "a", timeout_s=0, poll_s=0)
 
 
+@pytest.mark.aws_services("emr-serverless")
 def test_the_request_is_accepted_by_the_emr_serverless_api(aws_endpoint) -> None:
     """The embedded endpoint validates the request's shape (moto's runs finish at once, so the
     live-run cancelling above needs the fake)."""

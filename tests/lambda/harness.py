@@ -135,11 +135,25 @@ class Deployment:
         ).history(account)
 
     def audit(self) -> list[AuditEvent]:
+        """The trail so far; empty before the first decision (the reader refuses an empty trail,
+        which for ``rebuild-state`` means a wrong prefix, but here is a state of the test)."""
+        if not self.keys(names.AUDIT_PREFIX):
+            return []
         return read_audit_s3(f"s3://{self.config.audit_bucket}/{names.AUDIT_PREFIX}")
 
     def keys(self, prefix: str = "") -> list[str]:
         resp = boto3.client("s3").list_objects_v2(Bucket=self.config.audit_bucket, Prefix=prefix)
         return sorted(o["Key"] for o in resp.get("Contents", []))
+
+    def versions(self, prefix: str = names.AUDIT_PREFIX) -> dict[str, int]:
+        """How many versions each key has (the bucket has Object Lock, so it keeps them all)."""
+        out: dict[str, int] = {}
+        pages = boto3.client("s3").get_paginator("list_object_versions")
+        for page in pages.paginate(Bucket=self.config.audit_bucket, Prefix=prefix):
+            for v in page.get("Versions", []):
+                out[v["Key"]] = out.get(v["Key"], 0) + 1
+            assert not page.get("DeleteMarkers"), "an audit object was deleted"
+        return out
 
     def body(self, key: str) -> str:
         obj = boto3.client("s3").get_object(Bucket=self.config.audit_bucket, Key=key)
@@ -212,6 +226,35 @@ def fault(
         yield hits
     finally:
         client.meta.events.unregister(event, hook)
+
+
+@contextmanager
+def lost_response(
+    client: Any, operation: str, *, times: int = 1, when: Any = None
+) -> Iterator[Counter[str]]:
+    """The call reaches the endpoint and takes effect, but its answer is lost: the caller sees
+    an AWS error (a timeout or a dropped connection looks like this from inside the function)."""
+    hits: Counter[str] = Counter()
+    service, name = operation.split(".")
+
+    def remember(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["lost_response_params"] = dict(params)
+
+    def drop(context: dict[str, Any], **_: Any) -> None:
+        if hits["lost"] >= times:
+            return
+        if when is not None and not when(context.get("lost_response_params", {})):
+            return
+        hits["lost"] += 1
+        raise ClientError({"Error": {"Code": "RequestTimeout", "Message": "injected"}}, name)
+
+    client.meta.events.register(f"before-parameter-build.{service}.{name}", remember)
+    client.meta.events.register(f"after-call.{service}.{name}", drop)
+    try:
+        yield hits
+    finally:
+        client.meta.events.unregister(f"before-parameter-build.{service}.{name}", remember)
+        client.meta.events.unregister(f"after-call.{service}.{name}", drop)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from margin_risk import audit, names
 from margin_risk.enforcement import replay
 from margin_risk.models import MarginCalc, StressResult
 
-from .harness import Deployment, Feed, book, calc, count_calls, fault, stress
+from .harness import Deployment, Feed, book, calc, count_calls, fault, lost_response, stress
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +105,10 @@ def _random_events(
     return events
 
 
+# Each drawn for 7% of the batches' first delivery: fail before the call, or lose its answer.
+FAULTS = ("s3", "sns", "commit", "commit-lost", "s3-lost")
+
+
 def test_long_random_run_with_faults_rebuilds_from_the_audit_trail(
     deployment: Deployment, feed: Feed
 ):
@@ -114,6 +118,10 @@ def test_long_random_run_with_faults_rebuilds_from_the_audit_trail(
     rt = deployment.runtime
     table = deployment.config.state_table_name
     injected: dict[str, int] = defaultdict(int)
+
+    def is_state(params: dict[str, Any]) -> bool:
+        return params.get("TableName") == table
+
     i = 0
     while i < len(records):
         batch = records[i : i + rng.randint(1, 15)]
@@ -121,17 +129,7 @@ def test_long_random_run_with_faults_rebuilds_from_the_audit_trail(
         roll = rng.random()
         pending = batch
         for attempt in range(10):  # the event source mapping's retries
-            kind = (
-                None
-                if attempt
-                else "s3"
-                if roll < 0.1
-                else "sns"
-                if roll < 0.2
-                else "commit"
-                if roll < 0.3
-                else None
-            )
+            kind = None if attempt or roll >= 0.35 else FAULTS[int(roll / 0.07)]
             try:
                 if kind == "s3":
                     with fault(rt.s3, "s3.PutObject"):
@@ -140,9 +138,13 @@ def test_long_random_run_with_faults_rebuilds_from_the_audit_trail(
                     with fault(rt.sns, "sns.PublishBatch"):
                         resp = deployment.send(pending)
                 elif kind == "commit":
-                    with fault(
-                        rt.dynamodb, "dynamodb.PutItem", when=lambda p: p["TableName"] == table
-                    ):
+                    with fault(rt.dynamodb, "dynamodb.PutItem", when=is_state):
+                        resp = deployment.send(pending)
+                elif kind == "commit-lost":  # the write happened, its answer did not arrive
+                    with lost_response(rt.dynamodb, "dynamodb.PutItem", when=is_state):
+                        resp = deployment.send(pending)
+                elif kind == "s3-lost":
+                    with lost_response(rt.s3, "s3.PutObject"):
                         resp = deployment.send(pending)
                 else:
                     resp = deployment.send(pending)
@@ -170,7 +172,10 @@ def test_long_random_run_with_faults_rebuilds_from_the_audit_trail(
     trail = deployment.audit()
     assert len({e.event_id for e in trail}) == len(trail) == len(clean.decisions)
     assert {e.event_id for e in trail} == {e.event_id for e in clean.decisions}
-    assert sum(injected.values()) >= 4  # faults really happened along the way
+    assert set(deployment.versions().values()) == {1}  # no audit object was ever written twice
+    # faults of every kind really happened along the way
+    print(f"\nfaults that failed a delivery: {dict(injected)}")
+    assert {k.removesuffix("-whole") for k in injected} == set(FAULTS)
     kinds = {e.event_type for e in trail}
     assert {"MARGIN_CALL_ISSUED", "MARGIN_CALL_MET", "STRESS_BREACH"} <= kinds
 
@@ -202,7 +207,9 @@ def test_dynamodb_and_s3_calls_per_batch(deployment: Deployment, feed: Feed):
     assert ddb["PutItem"] == 40 + 1
     assert ddb["UpdateItem"] == 1
     assert ddb["GetItem"] == 0 and ddb["Query"] == 0
-    assert s3["PutObject"] == 1  # one audit object (one hour); nothing rejected
+    # one audit object per account that decided (all in one hour), created after its commit;
+    # nothing rejected, and no object read, listed or deleted
+    assert s3["PutObject"] == 40 and set(s3) == {"PutObject"}
     assert sns["PublishBatch"] >= 1
     print(
         f"\nper batch of 100 records / 40 accounts: dynamodb={dict(ddb)} s3={dict(s3)} sns={dict(sns)}"

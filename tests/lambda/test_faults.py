@@ -21,7 +21,7 @@ from margin_risk.enforcement import replay
 from margin_risk.models import MarginCalc, StressResult
 from margin_risk.service import decode
 
-from .harness import Deployment, Feed, book, calc, count_calls, fault, stress
+from .harness import Deployment, Feed, book, calc, count_calls, fault, lost_response, stress
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,8 @@ def assert_clean(d: Deployment, events: list[MarginCalc | StressResult]) -> None
         e.event_id for e in audit
     ) == sorted(e.event_id for e in clean.decisions)
     assert len({e.event_id for e in audit}) == len(audit), "duplicate audit lines"
+    # write-once: every audit object was written exactly once (the bucket keeps every version)
+    assert set(d.versions().values()) <= {1}, d.versions()
     assert {e.event_id: e for e in audit} == {e.event_id: e for e in clean.decisions}
     states = d.states()
     assert set(states) == set(clean.states)
@@ -179,35 +181,118 @@ def test_every_record_failing_transiently_fails_the_invocation_then_retries_clea
     assert_clean(deployment, events)
 
 
-@pytest.mark.parametrize("where", ["s3.PutObject", "sns.PublishBatch"])
-def test_s3_or_sns_failure_mid_batch_is_retried_to_the_clean_end_state(
-    deployment: Deployment, feed: Feed, where: str
-):
-    events = [
-        calc("ACC-X", 0, -60_000, book(50), "x1"),
-        calc("ACC-Y", 0, -40_000, book(50), "y1"),
+def _three_accounts(feed: Feed) -> tuple[list[MarginCalc | StressResult], list[Any]]:
+    events: list[MarginCalc | StressResult] = [
+        calc("ACC-X", 0, -60_000, book(50), "x1"),  # call + liquidation
+        calc("ACC-Y", 0, -40_000, book(50), "y1"),  # call
         calc("ACC-Z", 0, -10_000, book(50), "z1"),  # healthy: no decision
     ]
-    records = feed.records(events)
+    return events, feed.records(events)
+
+
+def _coords(records: list[Any]) -> list[tuple[str, int]]:
+    return sorted((f"{r.topic_}-{r.partition_}", r.offset_) for r in records)
+
+
+X_NOTES = ["x1:MARGIN_CALL_ISSUED", "x1:LIQUIDATION_TRIGGERED"]
+
+
+def test_audit_write_failure_after_the_commit_is_finished_by_the_redelivery(
+    deployment: Deployment, feed: Feed
+):
+    events, records = _three_accounts(feed)
     poison = feed.record(raw=b"{", account="ACC-X")  # rejected, so not every record fails
-    client = deployment.runtime.s3 if where.startswith("s3") else deployment.runtime.sns
-    when = (lambda p: p["Key"].startswith(names.AUDIT_PREFIX)) if where.startswith("s3") else None
-    with fault(client, where, when=when) as hits:
+
+    def x_audit(p: dict[str, Any]) -> bool:
+        return p["Key"].startswith(names.AUDIT_PREFIX) and "/ACC-X-" in p["Key"]
+
+    with fault(deployment.runtime.s3, "s3.PutObject", when=x_audit) as hits:
         resp = deployment.send([*records, poison])
     assert hits["failed"] == 1
-    # Every valid record is reported (the failure came before the commit point) ...
-    assert failures(resp) == sorted((f"{r.topic_}-{r.partition_}", r.offset_) for r in records)
-    # ... nothing was committed and no partial audit object is left behind
-    assert deployment.states() == {}
-    assert deployment.keys(names.AUDIT_PREFIX) == []
-    # When the event source mapping retries the failed records
-    assert failures(deployment.send(records)) == []
+    # Only ACC-X's record is reported: its state is committed, its decisions are not yet in the
+    # trail (nor published), and nothing in the trail claims a decision that was not committed
+    x_records = [r for r in records if r.key_ == b"ACC-X"]
+    assert failures(resp) == _coords(x_records)
+    assert set(deployment.states()) == {"ACC-X", "ACC-Y", "ACC-Z"}
+    assert [e.event_id for e in deployment.audit()] == ["y1:MARGIN_CALL_ISSUED"]
+    assert [n["event_id"] for n in deployment.notifications()] == ["y1:MARGIN_CALL_ISSUED"]
+    # When the event source mapping redelivers it, the record is a duplicate, and the
+    # decisions its first delivery committed are written and published from the head's outbox
+    assert failures(deployment.send(x_records)) == []
+    assert deployment.metric_total(names.METRIC_DUPLICATE_EVENTS) == 1
     assert len(deployment.rejected()) == 1
     assert_clean(deployment, events)
     notes = Counter(n["event_id"] for n in deployment.notifications())
-    assert notes == Counter(
-        ["x1:MARGIN_CALL_ISSUED", "x1:LIQUIDATION_TRIGGERED", "y1:MARGIN_CALL_ISSUED"]
-    )
+    assert notes == Counter([*X_NOTES, "y1:MARGIN_CALL_ISSUED"])
+
+
+def test_publish_failure_after_the_audit_write_is_published_again_on_redelivery(
+    deployment: Deployment, feed: Feed
+):
+    events, records = _three_accounts(feed)
+    with fault(deployment.runtime.sns, "sns.PublishBatch") as hits:
+        resp = deployment.send(records)
+    assert hits["failed"] == 1
+    # The accounts that decided are reported (their decisions are committed and audited)
+    deciders = [r for r in records if r.key_ in (b"ACC-X", b"ACC-Y")]
+    assert failures(resp) == _coords(deciders)
+    assert len(deployment.audit()) == 3 and deployment.notifications() == []
+    # The redelivery finds the objects already there (nothing is written twice) and publishes
+    assert failures(deployment.send(deciders)) == []
+    assert_clean(deployment, events)
+    notes = Counter(n["event_id"] for n in deployment.notifications())
+    assert notes == Counter([*X_NOTES, "y1:MARGIN_CALL_ISSUED"])
+
+
+@pytest.mark.parametrize("where", ["dynamodb.PutItem", "s3.PutObject"])
+def test_a_write_whose_answer_is_lost_is_neither_lost_nor_duplicated(
+    deployment: Deployment, feed: Feed, where: str
+):
+    # Given ACC-X's commit (or its audit object) really happened but the function saw an error
+    events, records = _three_accounts(feed)
+    table = deployment.config.state_table_name
+    rt = deployment.runtime
+    if where.startswith("dynamodb"):
+        client = rt.dynamodb
+
+        def is_x(p: dict[str, Any]) -> bool:
+            return p.get("TableName") == table and p["Item"]["account_id"]["S"] == "ACC-X"
+    else:
+        client = rt.s3
+
+        def is_x(p: dict[str, Any]) -> bool:
+            return "/ACC-X-" in p.get("Key", "")
+
+    with lost_response(client, where, when=is_x) as hits:
+        resp = deployment.send(records)
+    assert hits["lost"] == 1
+    x_records = [r for r in records if r.key_ == b"ACC-X"]
+    assert failures(resp) == _coords(x_records)
+    assert deployment.states()["ACC-X"].version == 1  # the write did happen
+    # When the record is redelivered, it is a duplicate; the outbox finishes the job
+    assert failures(deployment.send(x_records)) == []
+    assert_clean(deployment, events)
+    notes = Counter(n["event_id"] for n in deployment.notifications())
+    assert notes == Counter([*X_NOTES, "y1:MARGIN_CALL_ISSUED"])
+
+
+def test_a_deciding_commit_writes_the_outbox_it_replaces_first(deployment: Deployment, feed: Feed):
+    # Given ACC-X's call was committed but its audit write failed, and its record then went to
+    # the on-failure destination (retries exhausted), so no redelivery will finish it
+    first = calc("ACC-X", 0, -40_000, book(50), "x1")  # call
+    with fault(deployment.runtime.s3, "s3.PutObject"), pytest.raises(BatchProcessingError):
+        deployment.send(feed.records([first]))
+    assert deployment.states()["ACC-X"].margin.call_open
+    assert deployment.audit() == []
+    # When the account's next record decides again (cured), at a new offset
+    cure = calc("ACC-X", 120, -40_000, book(60), "x2")
+    assert failures(deployment.send(feed.records([cure]))) == []
+    # Then the earlier call reaches the trail before the head that held it is replaced
+    assert [e.event_id for e in deployment.audit()] == [
+        "x1:MARGIN_CALL_ISSUED",
+        "x2:MARGIN_CALL_MET",
+    ]
+    assert_clean(deployment, [first, cure])
 
 
 def test_commit_failure_of_one_account_fails_only_its_records(deployment: Deployment, feed: Feed):
@@ -226,7 +311,7 @@ def test_commit_failure_of_one_account_fails_only_its_records(deployment: Deploy
         resp = deployment.send(records)
     q_records = [r for r in records if r.key_ == b"ACC-Q"]
     assert failures(resp) == sorted((f"{r.topic_}-{r.partition_}", r.offset_) for r in q_records)
-    # The batch's audit object holds exactly what was committed: ACC-P's call, nothing of ACC-Q
+    # The trail holds exactly what was committed: ACC-P's call, nothing of ACC-Q
     assert [e.event_id for e in deployment.audit()] == ["p1:MARGIN_CALL_ISSUED"]
     assert set(deployment.states()) == {"ACC-P"}
     # When Lambda redelivers the failed records (a new, smaller batch)
@@ -298,7 +383,7 @@ def test_conflict_with_the_same_records_leaves_one_audit_copy(deployment: Deploy
         assert failures(deployment.send(ours)) == []
     finally:
         ddb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", race)
-    # Then the loser found the records applied, committed nothing and removed its audit object
+    # Then the loser found the records applied and committed nothing: one copy in the trail
     assert deployment.states()["ACC-K"].version == 1
     audit = deployment.audit()
     assert sorted(x.event_id for x in audit) == [

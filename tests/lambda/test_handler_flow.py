@@ -68,10 +68,15 @@ def test_calls_cures_liquidations_and_stress_land_everywhere(deployment: Deploym
     liq = next(e for e in audit if e.event_type == "LIQUIDATION_TRIGGERED")
     assert liq.details.equity == -10_000.0 and "negative equity" in liq.details.reason
 
-    # ... partitioned by the decisions' event hour, one object per batch and hour
+    # ... partitioned by the decisions' event hour, one object per committed account version
     keys = deployment.keys(names.AUDIT_PREFIX)
-    assert [k.split("/")[4] for k in keys] == ["hour=14", "hour=15"]
-    assert all(k.startswith("audit/year=2026/month=2/day=16/") for k in keys)
+    assert [k.removeprefix("audit/year=2026/month=2/day=16/") for k in keys] == [
+        "hour=14/ACC-CURE-v000000000001.jsonl",
+        "hour=14/ACC-LIQ-v000000000001.jsonl",
+        "hour=14/ACC-STRESS-v000000000001.jsonl",
+        "hour=14/ACC-WARN-v000000000001.jsonl",
+        "hour=15/ACC-CURE-v000000000002.jsonl",
+    ]
 
     # And DynamoDB holds the state the ladder left, one version per batch that moved the account
     st = deployment.states()

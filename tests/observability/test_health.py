@@ -252,14 +252,15 @@ def test_cloudwatch_source_feeds_the_same_rules(monkeypatch: pytest.MonkeyPatch)
             ],
         )  # fmt: skip
         report = build_report(CloudWatchSource(client=cw), now)
-        # and a second cluster view: producers write, the Spark job reads nothing
+        # and a second cluster view: producers write, the Spark job reads nothing (MSK publishes
+        # MessagesInPerSec per broker at every monitoring level)
         msk = [{"Name": "Cluster Name", "Value": names.MSK_CLUSTER}]
         cw.put_metric_data(
             Namespace="AWS/Kafka",
             MetricData=[
                 {
                     "MetricName": "MessagesInPerSec",
-                    "Dimensions": [*msk, {"Name": "Topic", "Value": names.TOPIC_FILLS}],
+                    "Dimensions": [*msk, {"Name": "Broker ID", "Value": "2"}],
                     "Value": 12.0,
                     "Timestamp": now + timedelta(minutes=15),
                 }
@@ -270,7 +271,7 @@ def test_cloudwatch_source_feeds_the_same_rules(monkeypatch: pytest.MonkeyPatch)
             now + timedelta(minutes=20),
         )
     (inp, *_) = dead.stages
-    assert inp.status == "STALLED" and "Kafka input topics" in inp.rule
+    assert inp.status == "STALLED" and "Kafka brokers" in inp.rule
     st = _stages(report)
     assert report.source == "CloudWatch"
     assert st["inputs"].status == "OK" and st["inputs"].count == 3200
@@ -290,3 +291,23 @@ def test_cli_health_aws_without_a_region_is_one_line_not_a_traceback(
     assert main(["health", "--aws"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: CloudWatch:") and err.count("\n") == 1
+
+
+def test_enforcement_slower_than_its_input_is_degraded_naming_the_backlog(tmp_path: Path) -> None:
+    # Given a run whose function processes 60% of the Spark results it is sent, every period
+    run = simulated_run(minutes=20)
+    for blob in run:
+        done = blob.get(names.METRIC_RECORDS_PROCESSED)
+        if done is not None:
+            blob[names.METRIC_RECORDS_PROCESSED] = (
+                [v * 0.6 for v in done] if isinstance(done, list) else done * 0.6
+            )
+    report = local_report(write_run(tmp_path, run))
+    enforce = _stages(report)["enforcement decisions"]
+    # Then the stage is degraded by the backlog rule (40% > the 25% critical level), not stalled
+    assert enforce.status == "DEGRADED" and not report.healthy
+    assert 30.0 < enforce.details["backlog_pct"] < 45.0  # 40% give or take the window's edges
+    assert f"> {specs.BACKLOG_CRITICAL_PCT:g}%" in enforce.rule
+    # while the steady run's backlog is within the warning level
+    steady = _stages(local_report(write_run(tmp_path / "steady", simulated_run(minutes=20))))
+    assert steady["enforcement decisions"].details["backlog_pct"] < specs.BACKLOG_WARNING_PCT
