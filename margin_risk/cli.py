@@ -186,6 +186,43 @@ def _cmd_rebuild_state(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_desk(args: argparse.Namespace) -> int:
+    """Publish an EXTEND_CALL or WAIVE_CALL signed by the caller's AWS identity."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from margin_risk import desk, names
+    from margin_risk.untrusted import parse_timestamp
+
+    until = None
+    if args.desk_action == "extend":
+        try:
+            until = parse_timestamp(args.until)
+        except ValueError as e:
+            raise InputError(f"--until: {e}") from None
+    settings = desk.DeskSettings()
+    publisher = desk.DeskPublisher(
+        bootstrap=args.bootstrap or settings.bootstrap,
+        auth=args.auth or settings.auth,
+        topic=settings.topic,
+    )
+    try:
+        operator = desk.operator_identity()
+    except (BotoCoreError, ClientError) as e:
+        raise InputError(f"cannot tell who you are (STS GetCallerIdentity): {e}") from e
+    kind = names.DESK_ACTION_EXTEND if args.desk_action == "extend" else names.DESK_ACTION_WAIVE
+    try:
+        action = desk.build_action(
+            args.account, kind, operator=operator, reason=args.reason, until=until
+        )
+        publisher.publish(action)
+    except ValidationError as e:
+        raise InputError(describe_error(e)) from e
+    except desk.DeskError as e:
+        raise InputError(str(e)) from e
+    print(action.to_json())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         from margin_risk.local.demo import run_demo
@@ -223,6 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("rebuild-state", help="rebuild enforcement state from the audit trail")
     b.add_argument("source", help="a local directory or s3://bucket/prefix")
     b.set_defaults(func=_cmd_rebuild_state)
+
+    k = sub.add_parser("desk", help="the risk desk: extend or waive an account's open call")
+    k_sub = k.add_subparsers(dest="desk_action", required=True)
+    for name, helptext in (
+        ("extend", "move the open call's liquidation deadline to --until"),
+        ("waive", "close the open call without payment (lifts a restriction)"),
+    ):
+        a = k_sub.add_parser(name, help=helptext)
+        a.add_argument("account")
+        if name == "extend":
+            a.add_argument("--until", required=True, help="new deadline, ISO-8601 with a zone")
+        a.add_argument("--reason", required=True, help="why, for the audit trail")
+        a.add_argument("--bootstrap", help="Kafka bootstrap servers (else MR_DESK_BOOTSTRAP)")
+        a.add_argument("--auth", choices=("iam", "none"), help="MSK IAM (default) or none")
+        a.set_defaults(func=_cmd_desk)
 
     d = sub.add_parser("demo", help="the whole pipeline on this machine")
     d.add_argument("--accounts", type=int, default=300)

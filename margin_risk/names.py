@@ -54,6 +54,11 @@ ATHENA_WORKGROUP: Final = f"{PROJECT}-audit"
 AUDIT_PREFIX: Final = "audit/"
 # Records the enforcement function rejected (JSON lines: raw record + reason), same bucket.
 REJECTED_PREFIX: Final = "rejected/"
+# Margin history: every margin.calc.v1 and stress.beta_spy.v1 result, as Parquet in the data
+# bucket (layout and columns: margin_risk.archive), queried by Athena and replayed by `backtest`.
+HISTORY_PREFIX: Final = "history/"
+MARGIN_HISTORY_TABLE: Final = "margin_history"
+STRESS_HISTORY_TABLE: Final = "stress_history"
 OPS_DASHBOARD: Final = f"{PROJECT}-operations"
 RISK_DASHBOARD: Final = f"{PROJECT}-risk"
 # CloudWatch Logs group of the Spark job (EMR Serverless monitoringConfiguration).
