@@ -7,18 +7,20 @@ a retried batch overwrites its own object instead of adding a duplicate.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import IO
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from margin_risk import names
+from margin_risk import names, untrusted
 from margin_risk.enforcement import AccountState
-from margin_risk.models import DECISION_ORDER, AuditEvent
+from margin_risk.models import DECISION_ORDER, AuditEvent, describe_error
 from margin_risk.money import cents, dumps
 
 
@@ -48,21 +50,48 @@ def audit_objects(
     return {f"{p}batch-{batch}.jsonl": to_jsonl(evs) for p, evs in groups.items()}
 
 
-def parse_jsonl(text: str) -> list[AuditEvent]:
-    """Audit events of JSON lines, amounts read as exact decimals."""
-    return [
-        AuditEvent.model_validate(json.loads(line, parse_float=Decimal))
-        for line in text.splitlines()
-        if line.strip()
-    ]
+class BadAuditTrail(ValueError):
+    """The trail cannot be read back: no audit files, or a line that is not an audit event.
+
+    The message is one line naming the file (and line) and the reason.
+    """
+
+
+def parse_audit_line(line: bytes | str, where: str) -> AuditEvent:
+    """One audit event from one JSON line, read exactly (amounts as ``Decimal``)."""
+    try:
+        return AuditEvent.model_validate(untrusted.load_object(line, untrusted.MAX_RECORD_BYTES))
+    except untrusted.Rejected as e:
+        raise BadAuditTrail(f"{where}: {e.reason}") from e
+    except ValidationError as e:
+        raise BadAuditTrail(f"{where}: bad audit record: {describe_error(e)}") from e
+
+
+def parse_jsonl(text: str | bytes, source: str = "audit") -> list[AuditEvent]:
+    """The events of one audit object's body, split on ``\\n`` only (ids may hold U+2028)."""
+    if isinstance(text, bytes):
+        return read_audit_stream(io.BytesIO(text), source)
+    return [parse_audit_line(line, f"{source}:{n}") for n, line in untrusted.split_lines(text)]
+
+
+def read_audit_stream(stream: IO[bytes], source: str) -> list[AuditEvent]:
+    """The events of a stream of audit JSON lines (a file, an S3 body, standard input)."""
+    return [parse_audit_line(line, f"{source}:{n}") for n, line in untrusted.iter_lines(stream)]
 
 
 def read_audit_dir(root: Path) -> list[AuditEvent]:
-    """Every audit event under a local directory (a synced copy of the bucket prefix)."""
+    """Every audit event under a local directory (a synced copy of the bucket prefix).
+
+    A directory without any ``.jsonl`` file is an error, not an empty trail: a wrong path must
+    not look like accounts without decisions.
+    """
     files = sorted(p for p in root.rglob("*.jsonl") if p.is_file())
+    if not files:
+        raise BadAuditTrail(f"{root}: no audit files (*.jsonl) under this directory")
     out: list[AuditEvent] = []
     for f in files:
-        out.extend(parse_jsonl(f.read_text(encoding="utf-8")))
+        with f.open("rb") as fh:
+            out.extend(read_audit_stream(fh, str(f)))
     return out
 
 

@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,10 +29,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from margin_risk import money, names, params
+from margin_risk import money, names, params, untrusted
 
 Id = Annotated[str, StringConstraints(min_length=1, strict=True)]
-Timestamp = AwareDatetime
+Timestamp = untrusted.Timestamp  # ISO-8601 with a zone and a UTC date; never an epoch number
 
 
 def _number(v: Any) -> Decimal:
@@ -56,7 +55,7 @@ def _bounded(max_places: int, max_abs: Decimal, sign: str = "any") -> Callable[[
             raise PydanticCustomError(
                 "greater_than_equal", "Input should be greater than or equal to 0"
             )
-        if abs(v) >= max_abs:
+        if v.copy_abs() >= max_abs:  # copy_abs never rounds or overflows (1E+999999999)
             raise PydanticCustomError(
                 "magnitude",
                 "Input should be less than {limit} in absolute value",

@@ -26,12 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from margin_risk import audit, names
+from margin_risk import audit, names, untrusted
 from margin_risk.enforcement import DEFAULT_POLICY, AccountState, Outcome, apply_event
 from margin_risk.models import (
     AuditEvent,
@@ -118,45 +117,32 @@ class ValidRecord:
     origin_ts: datetime
 
 
-class _NonFinite(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> float:
-    raise _NonFinite(f"{name} is not allowed: numbers must be finite")
-
-
 def _parse_ts(value: object) -> datetime | None:
+    """``origin_ts`` (latency telemetry only): strict like every timestamp, None when unusable."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        return None
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return untrusted.parse_timestamp(value)
     except ValueError:
         return None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def decode(record: InboundRecord) -> ValidRecord | Rejection:
-    """Validate one record into a margin/stress model, or say exactly why not."""
+    """Validate one record into a margin/stress model, or say exactly why not.
+
+    Every way a record can be wrong ends here as a `Rejection` (see `margin_risk.untrusted`), so
+    one hostile record can never fail the batch that carries valid ones.
+    """
     c = record.coordinate
     raw_text = "" if record.value is None else record.value.decode("utf-8", "replace")
     if record.envelope_error is not None or record.value is None:
         why = record.envelope_error or "record has no value"
         return Rejection(c, "malformed_record", why, raw_text)
     try:
-        raw = json.loads(
-            record.value.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant
-        )
-    except _NonFinite as e:
-        return Rejection(c, "non_finite_number", str(e), raw_text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return Rejection(c, "malformed_json", f"invalid JSON: {e}", raw_text)
-    if not isinstance(raw, dict):
-        return Rejection(c, "malformed_json", "expected a JSON object", raw_text)
-    try:
+        raw = untrusted.load_object(record.value, untrusted.MAX_RECORD_BYTES)
         event = parse_enforcement_input(raw)
+    except untrusted.Rejected as e:
+        return Rejection(c, e.code, e.reason, raw_text)
     except ValidationError as e:
         return Rejection(c, reason_code(e), describe_error(e), raw_text)
     origin = (
