@@ -64,9 +64,7 @@ STRESS_COLUMNS: Dict[str, str] = {
     "event_id": "string",
     "account_id": "string",
     "timestamp": "timestamp",
-    "scenarios": "array<struct<"
-    + ",".join(f"{k}:{v}" for k, v in SCENARIO_FIELDS.items())
-    + ">>",
+    "scenarios": "array<struct<" + ",".join(f"{k}:{v}" for k, v in SCENARIO_FIELDS.items()) + ">>",
     "worst_scenario": MOVE,
     "worst_deficiency": MONEY,
     "correlation_id": "string",

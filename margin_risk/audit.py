@@ -154,7 +154,7 @@ def _timestamp(value: object) -> datetime | None:
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
-        return datetime.fromisoformat(value)
+        return untrusted.parse_timestamp(value)
     return None
 
 

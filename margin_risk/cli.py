@@ -1,4 +1,5 @@
-"""Command line (spec section 6): ``python -m margin_risk what-if|replay|rebuild-state|demo``.
+"""Command line (spec section 6): ``python -m margin_risk what-if|replay|rebuild-state|desk|
+backtest|demo``.
 
 Every input error ends with a non-zero exit and one line on stderr, never a traceback. A file
 argument of ``-`` reads standard input; output piped into a reader that stops early (``| head``)
@@ -12,16 +13,18 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from margin_risk import untrusted
+from margin_risk.house import HouseBook, parse_house_entries
 from margin_risk.models import (
     AccountSnapshot,
     EnforcementInput,
@@ -29,6 +32,7 @@ from margin_risk.models import (
     parse_enforcement_input,
 )
 from margin_risk.money import cents, dumps
+from margin_risk.params import HouseRates
 from margin_risk.rules import Holding, InvalidBook, compute_margin
 from margin_risk.settings import HouseSettings, check_move, load_house_settings
 from margin_risk.stress import stress_table
@@ -119,13 +123,20 @@ def parse_scenarios(text: str) -> list[Decimal]:
 
 
 def what_if(
-    snapshot: AccountSnapshot, house: HouseSettings, scenarios: Sequence[Decimal] | None
+    snapshot: AccountSnapshot,
+    house: HouseSettings,
+    scenarios: Sequence[Decimal] | None,
+    rates: Mapping[str, HouseRates] | None = None,
 ) -> dict[str, Any]:
-    """The account's margin and its stress table, rounded to cents for presentation."""
+    """The account's margin and its stress table, rounded to cents for presentation.
+
+    ``rates``: the house requirements per symbol in force (section 7), applied at the mark and
+    at every shocked price.
+    """
     p = house.margin.to_params()
     holdings = [Holding(x.symbol, x.quantity, x.price, x.beta) for x in snapshot.positions]
-    base = compute_margin(snapshot.cash, holdings, p)
-    rows = stress_table(snapshot.cash, holdings, p, scenarios)
+    base = compute_margin(snapshot.cash, holdings, p, rates)
+    rows = stress_table(snapshot.cash, holdings, p, scenarios, rates)
     return {
         "account_id": snapshot.account_id,
         "long_market_value": cents(base.long_market_value),
@@ -146,20 +157,59 @@ def what_if(
     }
 
 
+def read_house(path: str) -> HouseBook:
+    """A house file (spec section 7): a JSON list of entries, every one valid or none used."""
+    data = _read_bytes(path, untrusted.MAX_DOCUMENT_BYTES)
+    try:
+        raw = untrusted.loads(data)
+    except untrusted.Rejected as e:
+        raise InputError(f"{_name(path)}: {e.reason}") from e
+    if not isinstance(raw, list):
+        raise InputError(f"{_name(path)}: expected a JSON list of house entries")
+    try:
+        return HouseBook(parse_house_entries(raw))
+    except ValidationError as e:
+        raise InputError(f"{_name(path)}: entry {describe_error(e)}") from e
+
+
+def parse_at(text: str | None, option: str = "--at") -> datetime:
+    """An ISO-8601 time with a zone given on the command line (None: now)."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        return untrusted.parse_timestamp(text)
+    except ValueError as e:
+        raise InputError(f"{option}: {e}") from None
+
+
 def _cmd_what_if(args: argparse.Namespace) -> int:
     house = load_settings()
     scenarios = None
     if args.scenarios is not None:
         scenarios = parse_scenarios(args.scenarios)
+    at = parse_at(args.at)
+    book = read_house(args.house) if args.house is not None else None
     raw = read_document(args.snapshot)
     try:
         snap = AccountSnapshot.model_validate(raw)
     except ValidationError as e:
         raise InputError(f"{_name(args.snapshot)}: {describe_error(e)}") from e
+    rates = None
+    if book is not None:
+        rates = book.in_force(at, [x.symbol for x in snap.positions])
     try:
-        doc = what_if(snap, house, scenarios)
+        doc = what_if(snap, house, scenarios, rates)
     except InvalidBook as e:  # rows of one symbol at two prices or betas
         raise InputError(f"{_name(args.snapshot)}: {e}") from e
+    if book is not None:
+        doc["house"] = {
+            "at": at,
+            "in_force": [
+                {"symbol": s, "as_of": entry.as_of, "updated_by": entry.updated_by}
+                for s in sorted(rates or {})
+                if (entry := book.entry_at(s, at)) is not None
+            ],
+        }
     sys.stdout.write(dumps(doc, compact=False) + "\n")
     return 0
 
@@ -256,7 +306,7 @@ def _cmd_desk(args: argparse.Namespace) -> int:
     """Publish an EXTEND_CALL or WAIVE_CALL signed by the caller's AWS identity."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from margin_risk import desk, names
+    from margin_risk import desk
     from margin_risk.untrusted import parse_timestamp
 
     until = None
@@ -275,7 +325,9 @@ def _cmd_desk(args: argparse.Namespace) -> int:
         operator = desk.operator_identity()
     except (BotoCoreError, ClientError) as e:
         raise InputError(f"cannot tell who you are (STS GetCallerIdentity): {e}") from e
-    kind = names.DESK_ACTION_EXTEND if args.desk_action == "extend" else names.DESK_ACTION_WAIVE
+    kind: Literal["EXTEND_CALL", "WAIVE_CALL"] = (
+        "EXTEND_CALL" if args.desk_action == "extend" else "WAIVE_CALL"
+    )
     try:
         action = desk.build_action(
             args.account, kind, operator=operator, reason=args.reason, until=until
@@ -317,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("what-if", help="margin and stress table of one account snapshot")
     w.add_argument("snapshot", help="a snapshot JSON file, or - for standard input")
     w.add_argument("--scenarios", help="comma-separated SPY moves, e.g. -0.05,-0.10")
+    w.add_argument("--house", help="house requirements per symbol: a JSON list (spec section 7)")
+    w.add_argument(
+        "--at",
+        help="the calculation's time, ISO-8601 with a zone (default: now): the house entry in"
+        " force for a symbol is the latest whose as_of is not after it",
+    )
     w.set_defaults(func=_cmd_what_if)
 
     r = sub.add_parser("replay", help="enforcement decisions for a JSONL file of results")

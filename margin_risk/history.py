@@ -178,6 +178,10 @@ def _stress(row: dict[str, Any]) -> StressResult:
     return StressResult.model_validate(row)
 
 
+def _keyed(results: Iterator[Result]) -> Iterator[tuple[datetime, str, Result]]:
+    return ((r.timestamp, r.event_id, r) for r in results)
+
+
 def read_hour(files: dict[str, list[Path]]) -> Iterator[Result]:
     """One hour's results, margin and stress merged by (timestamp, event_id)."""
     import duckdb
@@ -185,13 +189,12 @@ def read_hour(files: dict[str, list[Path]]) -> Iterator[Result]:
     con = duckdb.connect()
     try:
         streams: list[Iterator[tuple[datetime, str, Result]]] = []
-        for kind, build in ((archive.KIND_MARGIN, _margin), (archive.KIND_STRESS, _stress)):
-            paths = files.get(kind) or []
-            if paths:
-                cur, cols = _query(con, kind, paths)
-                streams.append(
-                    (r.timestamp, r.event_id, r) for r in map(build, _rows(cur, cols))
-                )
+        if paths := files.get(archive.KIND_MARGIN):
+            cur, cols = _query(con, archive.KIND_MARGIN, paths)
+            streams.append(_keyed(map(_margin, _rows(cur, cols))))
+        if paths := files.get(archive.KIND_STRESS):
+            cur, cols = _query(con, archive.KIND_STRESS, paths)
+            streams.append(_keyed(map(_stress, _rows(cur, cols))))
         for _, _, result in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
             yield result
     finally:
@@ -274,7 +277,9 @@ def write_history(root: Path, results: Iterable[Result], name: str = "part-0") -
                     f"'{c}': '{'VARCHAR' if not t.startswith('array') else _text_struct(t)}'"
                     for c, t in cols.items()
                 )
-                casts = ", ".join(f'CAST("{c}" AS {_duck_type(t)}) AS "{c}"' for c, t in cols.items())
+                casts = ", ".join(
+                    f'CAST("{c}" AS {_duck_type(t)}) AS "{c}"' for c, t in cols.items()
+                )
                 out = root / Hour(date, hour).rel_dir(kind) / f"{name}.parquet"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 con.execute(

@@ -312,6 +312,8 @@ class AuditEvent(_Event):
         if self.event_type in DESK_DECISIONS:
             if not isinstance(getattr(self.details, "operator", None), str):
                 raise PydanticCustomError("missing", "a desk decision needs details.operator")
+            if self.event_type == names.EVENT_MARGIN_CALL_EXTENDED:
+                untrusted.parse_timestamp(getattr(self.details, "until", None))
             return self
         d = self.details
         if None in (d.deficiency, d.excess, d.equity, d.maintenance_req):

@@ -122,7 +122,7 @@ def test_same_as_of_twice_the_later_one_read_wins():
         ("long_rate", "0.5", "should be a number"),
         ("non_marginable", "yes", "valid boolean"),
         ("non_marginable", 1, "valid boolean"),
-        ("as_of", "2026-02-01", "zone"),
+        ("as_of", "2026-02-01", "not ISO-8601 with a zone"),
         ("symbol", "", "at least 1 character"),
         ("updated_by", None, "string"),
     ],
