@@ -149,7 +149,7 @@ rates = st.builds(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # a property of the numbers, not of speed
 @given(money, books(), house, st.dictionaries(st.sampled_from("ABCDE"), rates, max_size=5))
 def test_a_house_entry_never_lowers_any_requirement(cash, book, p, entries):
     # Given any book, house-wide settings and any house entries for its symbols
