@@ -27,14 +27,20 @@ from margin_risk import untrusted
 from margin_risk.house import HouseBook, parse_house_entries
 from margin_risk.models import (
     AccountSnapshot,
+    AuditEvent,
     EnforcementInput,
     describe_error,
     parse_enforcement_input,
 )
 from margin_risk.money import cents, dumps
-from margin_risk.params import HouseRates
+from margin_risk.params import HouseRates, PolicyParams
 from margin_risk.rules import Holding, InvalidBook, compute_margin
-from margin_risk.settings import HouseSettings, check_move, load_house_settings
+from margin_risk.settings import (
+    HouseSettings,
+    PolicySettings,
+    check_move,
+    load_house_settings,
+)
 from margin_risk.stress import stress_table
 
 
@@ -260,36 +266,28 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_rebuild_state(args: argparse.Namespace) -> int:
+def read_trail(source: str) -> list[AuditEvent]:
+    """The audit events of a local directory, an ``s3://bucket/prefix`` or ``-`` (stdin)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from margin_risk.audit import (
-        BadAuditTrail,
-        dumps_views,
-        read_audit_dir,
-        read_audit_stream,
-        rebuild_state,
-    )
-    from margin_risk.models import AuditEvent
+    from margin_risk.audit import BadAuditTrail, read_audit_dir, read_audit_stream
 
-    source: str = args.source
-    events: list[AuditEvent]
     try:
         if source == STDIN:
             events = read_audit_stream(sys.stdin.buffer, "<stdin>")
             if not events:
                 raise InputError("<stdin>: no audit events")
-        elif source.startswith("s3://"):
+            return events
+        if source.startswith("s3://"):
             from margin_risk.adapters.audit_reader import read_audit_s3
 
-            events = read_audit_s3(source)
-        else:
-            root = Path(source)
-            if not root.is_dir():
-                raise InputError(
-                    f"{source}: not a directory (give a local audit dir, s3://bucket/prefix or -)"
-                )
-            events = read_audit_dir(root)
+            return read_audit_s3(source)
+        root = Path(source)
+        if not root.is_dir():
+            raise InputError(
+                f"{source}: not a directory (give a local audit dir, s3://bucket/prefix or -)"
+            )
+        return read_audit_dir(root)
     except BadAuditTrail as e:
         raise InputError(str(e)) from e
     except ValueError as e:  # not an s3://bucket/prefix URI
@@ -298,7 +296,79 @@ def _cmd_rebuild_state(args: argparse.Namespace) -> int:
         raise InputError(f"{e.filename or source}: cannot read: {e.strerror or e}") from e
     except (BotoCoreError, ClientError) as e:
         raise InputError(f"{source}: cannot read: {e}") from e
-    sys.stdout.write(dumps_views(rebuild_state(events)) + "\n")
+
+
+def _cmd_rebuild_state(args: argparse.Namespace) -> int:
+    from margin_risk.audit import dumps_views, rebuild_state
+
+    sys.stdout.write(dumps_views(rebuild_state(read_trail(args.source))) + "\n")
+    return 0
+
+
+def load_policy(path: str) -> PolicyParams:
+    """A policy file: a JSON object of ``MR_POLICY__*`` settings (``warning_cushion`` or
+    ``MR_POLICY__WARNING_CUSHION``); a setting it leaves out keeps the house's current value."""
+    raw = read_document(path)
+    current = load_settings().policy.model_dump()
+    given: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.lower().removeprefix("mr_policy__")
+        if name not in current:
+            known = ", ".join(sorted(current))
+            raise InputError(f"{_name(path)}: {key} is not a policy setting (one of: {known})")
+        given[name] = value
+    try:
+        return PolicySettings.model_validate({**current, **given}).to_params()
+    except ValidationError as e:
+        raise InputError(f"{_name(path)}: {describe_error(e)}") from e
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    """Replay the archive with ``--policy`` and diff against ``--audit`` (see margin_risk.backtest).
+
+    Output, one JSON object per line: every decision the policy would take (as ``replay``), then
+    one line per account whose decisions differ from the trail's, then the totals. Written only
+    once the whole archive has been read (a bad row means no output), spooled to disk beyond a
+    megabyte, so memory stays bounded by the number of accounts.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+    from pydantic import ValidationError as Invalid
+
+    from margin_risk.backtest import Backtest, in_period
+    from margin_risk.history import BadHistory, iter_history, open_history
+
+    policy = load_policy(args.policy) if args.policy else load_settings().policy.to_params()
+    start = parse_at(args.start, "--from") if args.start else None
+    end = parse_at(args.end, "--to") if args.end else None
+    try:
+        source = open_history(args.history)
+        hours = source.hours()
+    except BadHistory as e:
+        raise InputError(str(e)) from e
+    except (BotoCoreError, ClientError) as e:
+        raise InputError(f"{args.history}: cannot read: {e}") from e
+    if not hours:
+        raise InputError(f"{args.history}: no history partitions (<kind>/event_date=/hour=)")
+    period_start = max(hours[0].start, start) if start else hours[0].start
+    period_end = min(hours[-1].end, end) if end else hours[-1].end
+    trail = in_period(read_trail(args.audit), period_start, period_end) if args.audit else []
+    bt = Backtest(policy, trail)
+    with tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+", encoding="utf-8") as spool:
+        try:
+            for d in bt.run(iter_history(source, start, end)):
+                spool.write(d.to_json() + "\n")
+        except (BadHistory, Invalid) as e:
+            why = describe_error(e) if isinstance(e, Invalid) else str(e)
+            raise InputError(f"{args.history}: bad archived result: {why}") from e
+        except (BotoCoreError, ClientError) as e:
+            raise InputError(f"{args.history}: cannot read: {e}") from e
+        report = bt.report
+        if args.audit:
+            for account in sorted(report.diffs):
+                spool.write(dumps(report.diffs[account].to_dict(account)) + "\n")
+        spool.write(dumps(report.summary(policy)) + "\n")
+        spool.seek(0)
+        shutil.copyfileobj(spool, sys.stdout)
     return 0
 
 
@@ -401,6 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--bootstrap", help="Kafka bootstrap servers (else MR_DESK_BOOTSTRAP)")
         a.add_argument("--auth", choices=("iam", "none"), help="MSK IAM (default) or none")
         a.set_defaults(func=_cmd_desk)
+
+    t = sub.add_parser("backtest", help="the archived results through another policy")
+    t.add_argument("history", help="the margin history: a local directory or s3://bucket/prefix")
+    t.add_argument("--policy", help="a JSON object of MR_POLICY__* settings (default: current)")
+    t.add_argument("--audit", help="the audit trail to diff against (dir, s3://bucket/prefix, -)")
+    t.add_argument("--from", dest="start", help="first event time, ISO-8601 (default: all)")
+    t.add_argument("--to", dest="end", help="end of the period, exclusive, ISO-8601")
+    t.set_defaults(func=_cmd_backtest)
 
     d = sub.add_parser("demo", help="the whole pipeline on this machine")
     d.add_argument("--accounts", type=int, default=300)

@@ -173,8 +173,17 @@ def _margin(row: dict[str, Any]) -> MarginCalc:
     return MarginCalc.model_validate(row)
 
 
+def _move(x: Any) -> Any:
+    """A SPY move as the grid writes it (``-0.08``, not the column's ``-0.0800``), so reasons
+    read the same as the live decisions'; the value is unchanged."""
+    return x.normalize() + 0 if isinstance(x, Decimal) else x
+
+
 def _stress(row: dict[str, Any]) -> StressResult:
     row["timestamp"] = _ts(row.pop("ts_us"))
+    row["worst_scenario"] = _move(row["worst_scenario"])
+    for r in row.get("scenarios") or []:
+        r["scenario"] = _move(r["scenario"])
     return StressResult.model_validate(row)
 
 
