@@ -108,6 +108,9 @@ class EnforcementView(BaseModel):
     call_issued_at: datetime | None = None
     restricted: bool = False
     liquidation_triggered: bool = False
+    # The deadline the desk extended the open call to (MARGIN_CALL_EXTENDED); None: the policy's.
+    call_deadline_extended_to: datetime | None = None
+    calls_waived: int = 0
     decisions: int = 0
     last_decision: str | None = None
     last_decision_at: datetime | None = None
@@ -128,17 +131,31 @@ def rebuild_state(events: Iterable[AuditEvent]) -> dict[str, EnforcementView]:
             v.call_open = True
             v.call_amount = e.details.deficiency
             v.call_issued_at = e.timestamp
+            v.call_deadline_extended_to = None
         elif e.event_type == names.EVENT_ACCOUNT_RESTRICTED:
             v.restricted = True
         elif e.event_type == names.EVENT_LIQUIDATION_TRIGGERED:
             v.liquidation_triggered = True
-        elif e.event_type == names.EVENT_MARGIN_CALL_MET:
+        elif e.event_type == names.EVENT_MARGIN_CALL_EXTENDED:
+            v.call_deadline_extended_to = _timestamp(getattr(e.details, "until", None))
+        elif e.event_type in (names.EVENT_MARGIN_CALL_MET, names.EVENT_MARGIN_CALL_WAIVED):
+            v.calls_waived += e.event_type == names.EVENT_MARGIN_CALL_WAIVED
             v.call_open = False
             v.call_amount = None
             v.call_issued_at = None
+            v.call_deadline_extended_to = None
             v.restricted = False
             v.liquidation_triggered = False
     return views
+
+
+def _timestamp(value: object) -> datetime | None:
+    """An ISO timestamp kept in ``details`` (an extra field, so read back as text)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        return untrusted.parse_timestamp(value)
+    return None
 
 
 def view_of(state: AccountState) -> EnforcementView:
@@ -151,6 +168,7 @@ def view_of(state: AccountState) -> EnforcementView:
         call_issued_at=m.call_issued_at,
         restricted=m.restricted,
         liquidation_triggered=m.liquidation_triggered,
+        call_deadline_extended_to=m.call_deadline_extended_to,
     )
 
 
@@ -163,6 +181,7 @@ def comparable(v: EnforcementView) -> tuple[object, ...]:
         v.call_issued_at,
         v.restricted,
         v.liquidation_triggered,
+        v.call_deadline_extended_to,
     )
 
 

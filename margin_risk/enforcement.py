@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -19,15 +19,20 @@ from margin_risk import names
 from margin_risk.models import (
     AuditDetails,
     AuditEvent,
+    DeskAction,
     EnforcementInput,
     MarginCalc,
     StressResult,
+    iso,
 )
 from margin_risk.money import cents, exact
 from margin_risk.params import PolicyParams
 
 DEFAULT_POLICY = PolicyParams()
 RECENT_IDS_KEPT = 32
+# Desk actions are typed by people: a few a day on an account at most. Their ids are kept apart
+# from the margin clock's so a redelivered action is a duplicate however many results came since.
+DESK_ACTION_IDS_KEPT = 256
 
 
 class Outcome(StrEnum):
@@ -76,6 +81,10 @@ class MarginPath(BaseModel):
     restricted: bool = False
     liquidation_triggered: bool = False
     warning_armed: bool = True
+    # The open call's liquidation deadline when the desk extended it (EXTEND_CALL); None: the
+    # policy's (issued_at + call_deadline_seconds).
+    call_deadline_extended_to: datetime | None = None
+    desk_action_ids: list[str] = Field(default_factory=list)
 
 
 class StressPath(BaseModel):
@@ -209,8 +218,14 @@ def _apply_margin(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> list[Au
         why = None
         if e.equity < 0:
             why = f"negative equity {cents(e.equity)}"
-        elif m.call_open and e.deficiency > 0 and open_for > policy.call_deadline_seconds:
-            why = f"call unmet after {open_for:.0f}s > deadline {policy.call_deadline_seconds:.0f}s"
+        elif m.call_open and e.deficiency > 0 and _past_deadline(m, e.timestamp, open_for, policy):
+            why = (
+                f"call unmet after its deadline {iso(m.call_deadline_extended_to)}"
+                f" (extended by the desk)"
+                if m.call_deadline_extended_to is not None
+                else f"call unmet after {open_for:.0f}s > deadline"
+                f" {policy.call_deadline_seconds:.0f}s"
+            )
         elif (
             m.restricted and e.deficiency > policy.liquidation_deficiency_ratio * e.maintenance_req
         ):
@@ -224,11 +239,7 @@ def _apply_margin(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> list[Au
 
     if m.call_open and e.deficiency == 0:
         was_restricted = m.restricted
-        m.call_open = False
-        m.call_amount = None
-        m.call_issued_at = None
-        m.restricted = False
-        m.liquidation_triggered = False
+        _close_call(m)
         out.append(
             _decision(
                 e,
@@ -238,6 +249,96 @@ def _apply_margin(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> list[Au
             )
         )
     return out
+
+
+def _past_deadline(m: MarginPath, at: datetime, open_for: float, policy: PolicyParams) -> bool:
+    """Whether the open call's liquidation deadline has passed: the desk's extension when there
+    is one, else ``call_deadline_seconds`` after the call was issued ("longer than": strict)."""
+    if m.call_deadline_extended_to is not None:
+        return at > m.call_deadline_extended_to
+    return open_for > policy.call_deadline_seconds
+
+
+def call_deadline(m: MarginPath, policy: PolicyParams) -> datetime | None:
+    """The open call's liquidation deadline (None without an open call)."""
+    if not m.call_open or m.call_issued_at is None:
+        return None
+    if m.call_deadline_extended_to is not None:
+        return m.call_deadline_extended_to
+    return m.call_issued_at + timedelta(seconds=policy.call_deadline_seconds)
+
+
+def _close_call(m: MarginPath) -> None:
+    """Met or waived: the call, its deadline, a restriction and the liquidation step all reset."""
+    m.call_open = False
+    m.call_amount = None
+    m.call_issued_at = None
+    m.call_deadline_extended_to = None
+    m.restricted = False
+    m.liquidation_triggered = False
+
+
+def _desk_decision(a: DeskAction, event_type: str, m: MarginPath, **extra: object) -> AuditEvent:
+    """A decision on a desk action: the call's amount (if one is open), who and why."""
+    details: dict[str, object] = {
+        "deficiency": None if m.call_amount is None else cents(m.call_amount),
+        "reason": a.reason,
+        "operator": a.operator,
+        "action": a.action,
+        "action_id": a.action_id,
+    }
+    if a.until is not None:
+        details["until"] = iso(a.until)
+    details.update(extra)
+    return AuditEvent(
+        event_id=decision_id(a.action_id, event_type),
+        event_type=event_type,
+        account_id=a.account_id,
+        timestamp=a.timestamp,
+        details=AuditDetails.model_validate(details),
+        correlation_id=a.correlation_id,
+    )
+
+
+def _rejected(a: DeskAction, m: MarginPath, why: str) -> list[AuditEvent]:
+    return [_desk_decision(a, names.EVENT_DESK_ACTION_REJECTED, m, rejection=why)]
+
+
+def _apply_desk(
+    m: MarginPath, a: DeskAction, policy: PolicyParams, known: bool
+) -> list[AuditEvent]:
+    """EXTEND_CALL / WAIVE_CALL on the margin path's state (its clock already advanced);
+    ``known``: the margin path had seen anything before this action."""
+    if not m.call_open:
+        return _rejected(
+            a, m, "no open call on this account" if known else "unknown account: no margin result"
+        )
+    if a.action == names.DESK_ACTION_WAIVE:
+        was_restricted = m.restricted
+        decision = _desk_decision(
+            a, names.EVENT_MARGIN_CALL_WAIVED, m, restriction_lifted=was_restricted
+        )
+        _close_call(m)
+        return [decision]
+    until = a.until
+    if until is None:  # the model requires it; kept for the type checker
+        return _rejected(a, m, "EXTEND_CALL without until")
+    if m.liquidation_triggered:
+        return _rejected(a, m, "liquidation already triggered for this call")
+    deadline = call_deadline(m, policy)
+    if deadline is not None and until <= deadline:
+        return _rejected(
+            a, m, f"until {iso(until)} is not after the call's deadline {iso(deadline)}"
+        )
+    m.call_deadline_extended_to = until
+    return [
+        _desk_decision(
+            a,
+            names.EVENT_MARGIN_CALL_EXTENDED,
+            m,
+            previous_deadline=None if deadline is None else iso(deadline),
+        )
+    ]
 
 
 def _apply_stress(s: StressPath, e: StressResult) -> list[AuditEvent]:
@@ -266,9 +367,12 @@ def _apply_stress(s: StressPath, e: StressResult) -> list[AuditEvent]:
 def apply_event(
     state: AccountState, event: EnforcementInput, policy: PolicyParams = DEFAULT_POLICY
 ) -> Transition:
-    """Apply one margin or stress result; duplicates and stale events change nothing."""
+    """Apply one margin or stress result or desk action; duplicates and stale results change
+    nothing."""
     if event.account_id != state.account_id:
         raise ValueError(f"event for {event.account_id} applied to state of {state.account_id}")
+    if isinstance(event, DeskAction):
+        return _apply_action(state, event, policy)
     path = state.stress if isinstance(event, StressResult) else state.margin
     outcome = path.clock.classify(event.event_id, event.timestamp)
     if outcome is not Outcome.APPLIED:
@@ -282,6 +386,30 @@ def apply_event(
         new.margin.clock.advance(event.event_id, event.timestamp)
         decisions = _apply_margin(new.margin, event, policy)
     return Transition(new, decisions, outcome, changed=True)
+
+
+def _apply_action(state: AccountState, a: DeskAction, policy: PolicyParams) -> Transition:
+    """A desk action, on the margin path's clock (so it is ordered with the margin results).
+
+    A repeat of an ``action_id`` changes nothing. An action older than the margin path's last
+    result is not applied (the desk acted on a state that has moved on since) but, unlike a stale
+    result, it is never dropped silently: it is audited as ``DESK_ACTION_REJECTED``.
+    """
+    m = state.margin
+    if a.action_id in m.desk_action_ids or m.clock.classify(a.action_id, a.timestamp) is (
+        Outcome.DUPLICATE
+    ):
+        return Transition(state, [], Outcome.DUPLICATE, changed=False)
+    new = _copy_for_update(state, stress=False)
+    nm = new.margin
+    nm.desk_action_ids = [*nm.desk_action_ids, a.action_id][-DESK_ACTION_IDS_KEPT:]
+    last = m.clock.last_ts
+    if last is not None and a.timestamp < last:
+        why = f"stale: the account's margin was last evaluated at {iso(last)}, after this action"
+        return Transition(new, _rejected(a, nm, why), Outcome.APPLIED, changed=True)
+    nm.clock.advance(a.action_id, a.timestamp)
+    decisions = _apply_desk(nm, a, policy, known=last is not None)
+    return Transition(new, decisions, Outcome.APPLIED, changed=True)
 
 
 def _copy_for_update(state: AccountState, stress: bool) -> AccountState:

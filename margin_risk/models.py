@@ -25,6 +25,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_serializer,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -212,7 +213,40 @@ class StressResult(_Event):
         return max(self.scenarios, key=lambda r: r.stressed_deficiency)
 
 
-EnforcementInput = MarginCalc | StressResult
+DeskActionType = Literal["EXTEND_CALL", "WAIVE_CALL"]
+
+
+class DeskAction(_Event):
+    """``desk.actions.v1``: the risk desk extends or waives an account's open call (section 3).
+
+    ``until`` (the new liquidation deadline) belongs to ``EXTEND_CALL`` only: an extension
+    without one, or a waiver with one, is not an action anyone can carry out as written.
+    """
+
+    action_id: Id
+    account_id: Id
+    action: DeskActionType
+    until: Timestamp | None = None
+    operator: Id
+    reason: Id
+    timestamp: Timestamp
+    correlation_id: Id
+
+    @property
+    def event_id(self) -> str:
+        """Actions are idempotent on ``action_id``; decisions derive their ids from it."""
+        return self.action_id
+
+    @model_validator(mode="after")
+    def _until_matches_action(self) -> DeskAction:
+        if self.action == names.DESK_ACTION_EXTEND and self.until is None:
+            raise PydanticCustomError("missing", "EXTEND_CALL needs until (the new deadline)")
+        if self.action == names.DESK_ACTION_WAIVE and self.until is not None:
+            raise PydanticCustomError("extra_forbidden", "WAIVE_CALL takes no until")
+        return self
+
+
+EnforcementInput = MarginCalc | StressResult | DeskAction
 
 
 # --- Audit (spec section 5) --------------------------------------------------------------------
@@ -223,7 +257,18 @@ DecisionType = Literal[
     "LIQUIDATION_TRIGGERED",
     "MARGIN_CALL_MET",
     "STRESS_BREACH",
+    "MARGIN_CALL_EXTENDED",
+    "MARGIN_CALL_WAIVED",
+    "DESK_ACTION_REJECTED",
 ]
+DESK_DECISIONS: frozenset[str] = frozenset(
+    {
+        names.EVENT_MARGIN_CALL_EXTENDED,
+        names.EVENT_MARGIN_CALL_WAIVED,
+        names.EVENT_DESK_ACTION_REJECTED,
+    }
+)
+# Rule order within one timestamp; a desk action's decision sorts after the ladder's.
 DECISION_ORDER: tuple[str, ...] = (
     names.EVENT_MARGIN_WARNING,
     names.EVENT_MARGIN_CALL_ISSUED,
@@ -231,16 +276,23 @@ DECISION_ORDER: tuple[str, ...] = (
     names.EVENT_LIQUIDATION_TRIGGERED,
     names.EVENT_MARGIN_CALL_MET,
     names.EVENT_STRESS_BREACH,
+    names.EVENT_MARGIN_CALL_EXTENDED,
+    names.EVENT_MARGIN_CALL_WAIVED,
+    names.EVENT_DESK_ACTION_REJECTED,
 )
 
 
 class AuditDetails(BaseModel):
+    """A decision's figures and why. A ladder decision carries the triggering result's amounts;
+    a desk decision has no result behind it: it carries the call's amount as ``deficiency`` (when
+    a call is open) and the action's ``operator`` and ``reason`` (see `margin_risk.desk_rules`)."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    deficiency: Decimal
-    excess: Decimal
-    equity: Decimal
-    maintenance_req: Decimal
+    deficiency: Decimal | None = None
+    excess: Decimal | None = None
+    equity: Decimal | None = None
+    maintenance_req: Decimal | None = None
     scenario: Decimal | None = None
     reason: str
 
@@ -254,6 +306,21 @@ class AuditEvent(_Event):
     timestamp: Timestamp
     details: AuditDetails
     correlation_id: Id
+
+    @model_validator(mode="after")
+    def _amounts_of_ladder_decisions(self) -> AuditEvent:
+        if self.event_type in DESK_DECISIONS:
+            if not isinstance(getattr(self.details, "operator", None), str):
+                raise PydanticCustomError("missing", "a desk decision needs details.operator")
+            if self.event_type == names.EVENT_MARGIN_CALL_EXTENDED:
+                untrusted.parse_timestamp(getattr(self.details, "until", None))
+            return self
+        d = self.details
+        if None in (d.deficiency, d.excess, d.equity, d.maintenance_req):
+            raise PydanticCustomError(
+                "missing", "details: deficiency, excess, equity and maintenance_req are required"
+            )
+        return self
 
 
 # --- Snapshots (what-if) -----------------------------------------------------------------------
@@ -300,7 +367,10 @@ def reason_code(err: ValidationError) -> str:
 
 
 def parse_enforcement_input(raw: dict[str, Any]) -> EnforcementInput:
-    """Tell a ``stress.beta_spy.v1`` record from a ``margin.calc.v1`` one by its fields."""
+    """Tell ``desk.actions.v1``, ``stress.beta_spy.v1`` and ``margin.calc.v1`` records apart by
+    their fields."""
+    if "action_id" in raw:
+        return DeskAction.model_validate(raw)
     if "scenarios" in raw or "worst_deficiency" in raw:
         return StressResult.model_validate(raw)
     return MarginCalc.model_validate(raw)

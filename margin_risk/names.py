@@ -55,6 +55,11 @@ AUDIT_PREFIX: Final = "audit/"
 # Records the enforcement function rejected (JSON lines: raw record + reason), same bucket.
 REJECTED_PREFIX: Final = "rejected/"
 UPSTREAM_PRODUCER_POLICY: Final = f"{PROJECT}-upstream-producer"
+# Margin history: every margin.calc.v1 and stress.beta_spy.v1 result, as Parquet in the data
+# bucket (layout and columns: margin_risk.archive), queried by Athena and replayed by `backtest`.
+HISTORY_PREFIX: Final = "history/"
+MARGIN_HISTORY_TABLE: Final = "margin_history"
+STRESS_HISTORY_TABLE: Final = "stress_history"
 OPS_DASHBOARD: Final = f"{PROJECT}-operations"
 RISK_DASHBOARD: Final = f"{PROJECT}-risk"
 # CloudWatch Logs group of the Spark job (EMR Serverless monitoringConfiguration).
@@ -90,6 +95,9 @@ METRIC_MARGIN_WARNINGS: Final = "MarginWarnings"
 METRIC_ACCOUNTS_RESTRICTED: Final = "AccountsRestricted"
 METRIC_LIQUIDATIONS: Final = "LiquidationsTriggered"
 METRIC_STRESS_BREACHES: Final = "StressBreaches"
+METRIC_CALLS_EXTENDED: Final = "MarginCallsExtended"
+METRIC_CALLS_WAIVED: Final = "MarginCallsWaived"
+METRIC_DESK_ACTIONS_REJECTED: Final = "DeskActionsRejected"
 METRIC_RECORDS_REJECTED: Final = "RecordsRejected"
 METRIC_STALE_EVENTS: Final = "StaleEvents"
 METRIC_DUPLICATE_EVENTS: Final = "DuplicateEvents"
@@ -116,6 +124,12 @@ EVENT_ACCOUNT_RESTRICTED: Final = "ACCOUNT_RESTRICTED"
 EVENT_LIQUIDATION_TRIGGERED: Final = "LIQUIDATION_TRIGGERED"
 EVENT_MARGIN_CALL_MET: Final = "MARGIN_CALL_MET"
 EVENT_STRESS_BREACH: Final = "STRESS_BREACH"
+# Decisions on the risk desk's actions (desk.actions.v1), after the ladder's.
+EVENT_MARGIN_CALL_EXTENDED: Final = "MARGIN_CALL_EXTENDED"
+EVENT_MARGIN_CALL_WAIVED: Final = "MARGIN_CALL_WAIVED"
+EVENT_DESK_ACTION_REJECTED: Final = "DESK_ACTION_REJECTED"
+DESK_ACTION_EXTEND: Final = "EXTEND_CALL"
+DESK_ACTION_WAIVE: Final = "WAIVE_CALL"
 DECISION_METRIC: Final = {
     EVENT_MARGIN_WARNING: METRIC_MARGIN_WARNINGS,
     EVENT_MARGIN_CALL_ISSUED: METRIC_MARGIN_CALLS_ISSUED,
@@ -123,4 +137,7 @@ DECISION_METRIC: Final = {
     EVENT_LIQUIDATION_TRIGGERED: METRIC_LIQUIDATIONS,
     EVENT_MARGIN_CALL_MET: METRIC_MARGIN_CALLS_MET,
     EVENT_STRESS_BREACH: METRIC_STRESS_BREACHES,
+    EVENT_MARGIN_CALL_EXTENDED: METRIC_CALLS_EXTENDED,
+    EVENT_MARGIN_CALL_WAIVED: METRIC_CALLS_WAIVED,
+    EVENT_DESK_ACTION_REJECTED: METRIC_DESK_ACTIONS_REJECTED,
 }

@@ -112,6 +112,44 @@ class MarginParams:
 
 
 @dataclass(frozen=True)
+class HouseRates:
+    """The house requirement in force for one symbol (spec section 7), as the rules use it.
+
+    An entry only ever raises a position's requirement. Per position, with ``mv`` its signed
+    market value (quantity x price, at the mark or at a shocked price) and ``p`` the
+    `MarginParams`::
+
+        long  (quantity > 0):  requirement = effective_long_rate(p, entry) x mv
+        short (quantity < 0):  requirement = max(section 1 short rule, entry.short_rate x |mv|)
+
+    where ``effective_long_rate = 1 if non_marginable else max(p.long_rate, entry.long_rate)``
+    and the section 1 short rule is ``max(per-share floor x shares, short rate x |mv|)`` with the
+    $5 threshold's floor and rate. A symbol without an entry behaves as ``NO_HOUSE_RATES``
+    (``long_rate`` 0, ``short_rate`` 0, marginable), which changes nothing, so a column-wise
+    engine can join the entries in force, fill the gaps with these zeros and apply the two lines
+    above to every position. The concentration add-on is added after this, unchanged.
+    """
+
+    long_rate: Decimal = Decimal(0)
+    short_rate: Decimal = Decimal(0)
+    non_marginable: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("long_rate", "short_rate"):
+            object.__setattr__(self, name, _decimal(getattr(self, name)))
+
+    def effective_long_rate(self, default_long_rate: Decimal) -> Decimal:
+        """The rate on a long position's market value: 100% when the symbol carries no loan
+        value, else the higher of the house-wide default and the symbol's own rate."""
+        if self.non_marginable:
+            return max(Decimal(1), default_long_rate, self.long_rate)
+        return max(default_long_rate, self.long_rate)
+
+
+NO_HOUSE_RATES = HouseRates()
+
+
+@dataclass(frozen=True)
 class PolicyParams:
     """The enforcement ladder's thresholds (spec section 3)."""
 

@@ -2,21 +2,24 @@
 
 Pure functions over exact decimals (USD). Nothing is rounded here: rounding to cents happens only
 when a result is presented (`cents`), so comparisons use the exact values. Rows of one symbol
-are one position: `net` sums them before any rule applies.
+are one position: `net` sums them before any rule applies. House requirements per symbol
+(section 7) come in as the `HouseRates` in force for the calculation (see `margin_risk.house`
+for which entry is in force); the rule itself is written once, in `position_requirement`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from margin_risk.money import ZERO, cents, exact, to_decimal
-from margin_risk.params import MarginParams
+from margin_risk.params import NO_HOUSE_RATES, HouseRates, MarginParams
 
 __all__ = [
     "DEFAULT_PARAMS",
     "Holding",
+    "HouseRates",
     "InvalidBook",
     "MarginResult",
     "cents",
@@ -96,26 +99,39 @@ def net(holdings: Iterable[Holding]) -> list[Holding]:
 
 @exact
 def position_requirement(
-    quantity: Decimal | float, price: Decimal | float, p: MarginParams = DEFAULT_PARAMS
+    quantity: Decimal | float,
+    price: Decimal | float,
+    p: MarginParams = DEFAULT_PARAMS,
+    house: HouseRates = NO_HOUSE_RATES,
 ) -> Decimal:
-    """Maintenance requirement of one position in USD, before any concentration add-on."""
+    """Maintenance requirement of one position in USD, before any concentration add-on.
+
+    ``house`` is the symbol's house entry in force (section 7); it can only raise the result:
+    long: ``effective_long_rate x mv``; short: ``max(section 1 rule, house short_rate x |mv|)``.
+    """
     quantity, price = to_decimal(quantity), to_decimal(price)
     market_value = abs(quantity * price)
     if quantity > 0:
-        return p.long_rate * market_value
+        return house.effective_long_rate(p.long_rate) * market_value
     if quantity < 0:
         shares = -quantity
         if price >= p.low_price_threshold:
-            return max(p.short_per_share * shares, p.short_rate * market_value)
-        return max(p.low_price_short_per_share * shares, p.low_price_short_rate * market_value)
+            rule = max(p.short_per_share * shares, p.short_rate * market_value)
+        else:
+            rule = max(p.low_price_short_per_share * shares, p.low_price_short_rate * market_value)
+        return max(rule, house.short_rate * market_value)
     return ZERO
 
 
 @exact
 def margin_of_netted(
-    cash: Decimal, book: Sequence[Holding], p: MarginParams = DEFAULT_PARAMS
+    cash: Decimal,
+    book: Sequence[Holding],
+    p: MarginParams = DEFAULT_PARAMS,
+    house: Mapping[str, HouseRates] | None = None,
 ) -> MarginResult:
     """`compute_margin` of a book already netted by symbol (stress reuses one netting)."""
+    rates = house or {}
     lmv = smv = req = ZERO
     for h in book:
         mv = h.quantity * h.price
@@ -123,7 +139,7 @@ def margin_of_netted(
             lmv += mv
         elif mv < 0:
             smv -= mv
-        req += position_requirement(h.quantity, h.price, p)
+        req += position_requirement(h.quantity, h.price, p, rates.get(h.symbol, NO_HOUSE_RATES))
     if p.concentration_addon > 0:
         limit = p.concentration_threshold * (lmv + smv)
         for h in book:
@@ -134,8 +150,12 @@ def margin_of_netted(
 
 
 def compute_margin(
-    cash: Decimal | float, holdings: Iterable[Holding], p: MarginParams = DEFAULT_PARAMS
+    cash: Decimal | float,
+    holdings: Iterable[Holding],
+    p: MarginParams = DEFAULT_PARAMS,
+    house: Mapping[str, HouseRates] | None = None,
 ) -> MarginResult:
     """Equity = cash + LMV - SMV; requirement = per-position requirements plus add-ons, on the
-    book netted by symbol. Raises `InvalidBook` when rows of one symbol disagree."""
-    return margin_of_netted(to_decimal(cash), net(holdings), p)
+    book netted by symbol. ``house``: the house entries in force by symbol (section 7).
+    Raises `InvalidBook` when rows of one symbol disagree."""
+    return margin_of_netted(to_decimal(cash), net(holdings), p, house)

@@ -570,13 +570,15 @@ class EnforcementService:
                     "event_id": d.event_id,
                     "event_type": d.event_type,
                     "account_id": d.account_id,
-                    "deficiency": float(d.details.deficiency),  # a log field, not money
+                    "deficiency": float(d.details.deficiency or 0),  # a log field, not money
                     "batch_id": result.batch_id,
                 },
             )
             self.metrics.add(names.DECISION_METRIC[d.event_type], "Count", 1)
             if d.event_type == names.EVENT_MARGIN_CALL_ISSUED:  # the risk dashboard's $ at risk
-                self.metrics.add(names.METRIC_TOTAL_DEFICIENCY, "None", float(d.details.deficiency))
+                self.metrics.add(
+                    names.METRIC_TOTAL_DEFICIENCY, "None", float(d.details.deficiency or 0)
+                )
             trigger = d.event_id.rsplit(":", 1)[0]
             start = origin.get(trigger, d.timestamp)
             latency_ms = max(0.0, (now - start).total_seconds() * 1000.0)

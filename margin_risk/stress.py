@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from margin_risk.money import ZERO, exact, to_decimal
-from margin_risk.params import MarginParams
+from margin_risk.params import HouseRates, MarginParams
 from margin_risk.rules import DEFAULT_PARAMS, Holding, MarginResult, margin_of_netted, net
 
 
@@ -33,10 +33,13 @@ def stress_table(
     holdings: Iterable[Holding],
     p: MarginParams = DEFAULT_PARAMS,
     scenarios: Sequence[Decimal] | None = None,
+    house: Mapping[str, HouseRates] | None = None,
 ) -> list[ScenarioResult]:
     """One full margin recomputation per SPY move, on the book netted by symbol.
 
     The $5 / $2.50 short floors follow the shocked price; the requirement is not held fixed.
+    House entries (``house``, those in force at the calculation's event time) apply to the
+    shocked prices too, as in `margin_risk.rules.position_requirement`.
     """
     grid = p.scenarios if scenarios is None else tuple(to_decimal(s) for s in scenarios)
     book = net(holdings)
@@ -46,7 +49,7 @@ def stress_table(
         shocked = [
             Holding(h.symbol, h.quantity, shocked_price(h.price, h.beta, s), h.beta) for h in book
         ]
-        out.append(ScenarioResult(s, margin_of_netted(c, shocked, p)))
+        out.append(ScenarioResult(s, margin_of_netted(c, shocked, p, house)))
     return out
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
-from margin_risk.models import MarginCalc, StressResult
+from margin_risk.models import DeskAction, MarginCalc, StressResult
 from margin_risk.rules import Holding, compute_margin
 from margin_risk.stress import stress_table, worst_scenario
 
@@ -78,4 +78,28 @@ def stress_result(
         worst_scenario=w.scenario,
         worst_deficiency=w.result.deficiency,
         correlation_id=correlation_id or f"corr-{n}",
+    )
+
+
+def desk_action(
+    account: str,
+    seconds: float,
+    action: str,
+    *,
+    until: datetime | None = None,
+    action_id: str | None = None,
+    operator: str = "arn:aws:sts::123456789012:assumed-role/RiskDesk/jane",
+    reason: str = "client wiring funds",
+) -> DeskAction:
+    """A desk.actions.v1 record as the desk command publishes it."""
+    n = next(_ids)
+    return DeskAction(
+        action_id=action_id or f"da-{account}-{n}",
+        account_id=account,
+        action=action,
+        until=until,
+        operator=operator,
+        reason=reason,
+        timestamp=at(seconds),
+        correlation_id=f"corr-desk-{n}",
     )
