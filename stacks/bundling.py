@@ -1,6 +1,8 @@
 """Lambda code assets built with plain Python on the synth machine: no Docker, ever.
 
-The bundler copies the project packages into the asset folder and, unless told to skip,
+The bundler copies the project modules the handler imports (`stacks.import_closure`: an
+allowlist computed from the source, not whole package folders) into the asset folder and, unless
+told to skip,
 installs the function's pinned requirements for the Lambda platform with
 `pip install --platform manylinux... --only-binary=:all: --python-version 3.12 --target`.
 That download happens only when a deploy synthesizes the stack; tests set `skipLambdaDeps`
@@ -25,19 +27,29 @@ import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_lambda as lambda_
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from stacks.import_closure import REPO_ROOT, module_closure, module_file
+
 PYTHON_VERSION = "3.12"
-_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache", "tests")
+PROJECT_PACKAGES = ("margin_risk", "lambdas")
 
 
 @dataclass(frozen=True)
 class PythonAssetSpec:
-    """What goes into one Lambda asset: package folders (repo-relative) and a requirements file."""
+    """What goes into one Lambda asset: the project modules its entry modules import, and a
+    requirements file."""
 
-    packages: Sequence[str]
+    entries: Sequence[str]  # dotted entry modules, e.g. the handler's module
     requirements: str | None
     architecture: str  # "arm64" | "x86_64"
     skip_deps: bool
+    packages: Sequence[str] = PROJECT_PACKAGES  # top-level packages whose imports are followed
+
+    def files(self) -> list[Path]:
+        """Repo-relative source files of the asset (raises when an entry does not exist)."""
+        missing = [e for e in self.entries if module_file(e) is None]
+        if missing:
+            raise FileNotFoundError(f"Lambda entry module(s) {missing} do not exist in {REPO_ROOT}")
+        return module_closure(self.entries, self.packages)
 
     def pip_platforms(self) -> list[str]:
         arch = "aarch64" if self.architecture == "arm64" else "x86_64"
@@ -57,32 +69,22 @@ class PythonAssetSpec:
     def source_hash(self) -> str:
         digest = hashlib.sha256()
         digest.update(f"{self.architecture}|{PYTHON_VERSION}|skip={self.skip_deps}".encode())
-        files: list[Path] = []
-        for pkg in self.packages:
-            files += sorted(
-                p for p in (REPO_ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts
-            )
+        files = list(self.files())
         if self.requirements and (REPO_ROOT / self.requirements).exists():
-            files.append(REPO_ROOT / self.requirements)
+            files.append(Path(self.requirements))
         for f in files:
-            digest.update(str(f.relative_to(REPO_ROOT)).encode())
-            digest.update(f.read_bytes())
+            digest.update(str(f).encode())
+            digest.update((REPO_ROOT / f).read_bytes())
         return digest.hexdigest()
 
 
 def stage(spec: PythonAssetSpec, output_dir: Path) -> None:
-    """Copy the packages (keeping their repo-relative paths) and install the requirements."""
-    for pkg in spec.packages:
-        src = REPO_ROOT / pkg
-        dst = output_dir / pkg
-        if not src.is_dir():
-            raise FileNotFoundError(f"Lambda asset package {pkg!r} does not exist in {REPO_ROOT}")
-        shutil.copytree(src, dst, ignore=_IGNORED, dirs_exist_ok=True)
-        # Parent packages (e.g. `lambdas/` for `lambdas/enforcement`) need their __init__.py.
-        for parent in Path(pkg).parents:
-            init = REPO_ROOT / parent / "__init__.py"
-            if str(parent) != "." and init.exists():
-                shutil.copy2(init, output_dir / parent / "__init__.py")
+    """Copy the asset's modules (keeping their repo-relative paths) and install the
+    requirements."""
+    for rel in spec.files():
+        dst = output_dir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, dst)
     if spec.requirements and not spec.skip_deps:
         req = REPO_ROOT / spec.requirements
         if not req.exists():
@@ -102,9 +104,11 @@ class _LocalPythonBundler:
 
 def python_code(spec: PythonAssetSpec) -> lambda_.Code:
     """A Lambda `Code` asset bundled locally (the Docker image is never pulled)."""
-    first = spec.packages[0]
+    entry = module_file(spec.entries[0])
+    if entry is None:
+        raise FileNotFoundError(f"Lambda entry module {spec.entries[0]!r} does not exist")
     return lambda_.Code.from_asset(
-        str(REPO_ROOT / first),
+        str(entry.parent),
         asset_hash=spec.source_hash(),
         asset_hash_type=cdk.AssetHashType.CUSTOM,
         bundling=cdk.BundlingOptions(

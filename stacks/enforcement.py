@@ -32,7 +32,8 @@ from stacks.config import EnvironmentConfig, LambdaConfig
 from stacks.kafka_iam import KafkaClusterRef, grant_consume, grant_produce
 
 HANDLER = "lambdas.enforcement.app.lambda_handler"
-ASSET_PACKAGES = ("margin_risk", "lambdas/enforcement")
+# The asset is the handler's module and every project module it imports, nothing else.
+ASSET_ENTRIES = (HANDLER.rsplit(".", 1)[0],)
 REQUIREMENTS = "lambdas/enforcement/requirements.txt"
 CONSUMED_TOPICS = (names.TOPIC_MARGIN_CALC, names.TOPIC_STRESS)
 
@@ -225,7 +226,7 @@ class EnforcementStack(cdk.Stack):
 
         code = python_code(
             PythonAssetSpec(
-                packages=ASSET_PACKAGES,
+                entries=ASSET_ENTRIES,
                 requirements=REQUIREMENTS,
                 architecture=cfg.architecture,
                 skip_deps=skip_deps,

@@ -24,9 +24,9 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from margin_risk import names
-from stacks.bundling import REPO_ROOT
 from stacks.common import log_retention, removal
 from stacks.config import EnvironmentConfig
+from stacks.import_closure import REPO_ROOT
 from stacks.kafka_iam import KafkaClusterRef, grant_consume, grant_produce
 
 CHECKPOINT_PREFIX = "checkpoints/"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from pydantic import ValidationError
 from margin_risk import names
 from stacks.bundling import PythonAssetSpec, stage
 from stacks.config import EnvironmentConfig, load_environments
-from stacks.enforcement import ASSET_PACKAGES, REQUIREMENTS, enforcement_environment
+from stacks.enforcement import ASSET_ENTRIES, REQUIREMENTS, enforcement_environment
 from tests.infra.conftest import REPO
 
 pytestmark = pytest.mark.infra
@@ -63,36 +65,35 @@ def test_enforcement_environment_never_reads_the_synth_machines_environment(
 
 
 def test_pip_command_fetches_binary_wheels_for_the_lambda_platform() -> None:
-    spec = PythonAssetSpec(ASSET_PACKAGES, REQUIREMENTS, "arm64", skip_deps=False)
+    spec = PythonAssetSpec(ASSET_ENTRIES, REQUIREMENTS, "arm64", skip_deps=False)
     cmd = spec.pip_command("/out")
     assert "--only-binary=:all:" in cmd
     assert cmd[cmd.index("--python-version") + 1] == "3.12"
     assert cmd[cmd.index("--target") + 1] == "/out"
     platforms = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--platform"]
     assert "manylinux2014_aarch64" in platforms and all("aarch64" in p for p in platforms)
-    x86 = PythonAssetSpec(ASSET_PACKAGES, REQUIREMENTS, "x86_64", skip_deps=False)
+    x86 = PythonAssetSpec(ASSET_ENTRIES, REQUIREMENTS, "x86_64", skip_deps=False)
     assert "manylinux2014_x86_64" in x86.pip_command("/out")
 
 
 def test_asset_hash_tracks_code_platform_and_the_skip_flag() -> None:
-    a = PythonAssetSpec(ASSET_PACKAGES, REQUIREMENTS, "arm64", skip_deps=False)
+    a = PythonAssetSpec(ASSET_ENTRIES, REQUIREMENTS, "arm64", skip_deps=False)
     assert (
         a.source_hash()
-        == PythonAssetSpec(ASSET_PACKAGES, REQUIREMENTS, "arm64", False).source_hash()
+        == PythonAssetSpec(ASSET_ENTRIES, REQUIREMENTS, "arm64", False).source_hash()
+    )
+    assert (
+        a.source_hash() != PythonAssetSpec(ASSET_ENTRIES, REQUIREMENTS, "arm64", True).source_hash()
     )
     assert (
         a.source_hash()
-        != PythonAssetSpec(ASSET_PACKAGES, REQUIREMENTS, "arm64", True).source_hash()
-    )
-    assert (
-        a.source_hash()
-        != PythonAssetSpec(ASSET_PACKAGES, REQUIREMENTS, "x86_64", False).source_hash()
+        != PythonAssetSpec(ASSET_ENTRIES, REQUIREMENTS, "x86_64", False).source_hash()
     )
 
 
 def test_staged_code_imports_the_handler_from_the_asset_root(tmp_path: Path) -> None:
     # Given the asset staged without dependencies
-    stage(PythonAssetSpec(ASSET_PACKAGES, REQUIREMENTS, "arm64", skip_deps=True), tmp_path)
+    stage(PythonAssetSpec(ASSET_ENTRIES, REQUIREMENTS, "arm64", skip_deps=True), tmp_path)
     # Then the handler's module path resolves inside the asset root
     assert (tmp_path / "lambdas" / "__init__.py").exists()
     assert (tmp_path / "lambdas" / "enforcement" / "app.py").exists()
@@ -112,9 +113,42 @@ def test_staged_code_imports_the_handler_from_the_asset_root(tmp_path: Path) -> 
         sys.path.remove(str(tmp_path))
 
 
-def test_staging_a_missing_package_fails_loudly(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        stage(PythonAssetSpec(("no_such_pkg",), None, "arm64", skip_deps=True), tmp_path)
+def test_staging_a_missing_entry_module_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        stage(PythonAssetSpec(("no_such_pkg.app",), None, "arm64", skip_deps=True), tmp_path)
+
+
+def test_the_lambda_asset_is_the_handlers_import_closure_and_no_tool(tmp_path: Path) -> None:
+    # Given the enforcement asset staged without dependencies
+    stage(PythonAssetSpec(ASSET_ENTRIES, REQUIREMENTS, "arm64", skip_deps=True), tmp_path)
+    shipped = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.py")}
+    # Then it holds the handler and the core it runs on...
+    for needed in (
+        "lambdas/enforcement/app.py",
+        "margin_risk/service.py",
+        "margin_risk/enforcement.py",
+    ):
+        assert needed in shipped
+    # ...and none of the local tools: no CLI, demo, stand-ins, health report or benchmark
+    assert not {s for s in shipped if s.startswith(("margin_risk/local/", "bench/", "tests/"))}
+    for tool in ("margin_risk/cli.py", "margin_risk/health.py", "margin_risk/__main__.py"):
+        assert tool not in shipped
+    # And in a fresh interpreter that sees only the asset (and the installed dependencies),
+    # the handler imports without pulling in moto, DuckDB, Spark or the CDK
+    probe = (
+        "import sys, lambdas.enforcement.app; "
+        "print(sorted(m for m in ('moto', 'duckdb', 'pyspark', 'aws_cdk', 'margin_risk.cli') "
+        "if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "AWS_DEFAULT_REGION": "us-east-1"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert (tmp_path / "lambdas" / "enforcement" / "app.py").read_bytes() == (
+        REPO / "lambdas" / "enforcement" / "app.py"
+    ).read_bytes()
 
 
 def test_emr_artifacts_are_an_entry_point_and_a_zip_with_the_job_package(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ it is 2,500 against 1,500 (none) but below a 10% cushion of 3,000; at $25 a call
 from __future__ import annotations
 
 import json
+import uuid
 from decimal import Decimal
 
 import boto3
@@ -167,9 +168,11 @@ def test_an_empty_history_is_an_error(tmp_path, capsys):
 def test_backtest_reads_an_s3_prefix(archived, aws_endpoint):
     root, results = archived
     s3 = boto3.client("s3")
-    bucket = names.local_audit_bucket()
+    bucket = f"history-{uuid.uuid4().hex[:12]}"  # its own bucket: the audit bucket is write-once
+    s3.create_bucket(Bucket=bucket)
     for p in (root / "history").rglob("*.parquet"):
-        s3.upload_file(str(p), bucket, f"{names.HISTORY_PREFIX}{p.relative_to(root / 'history')}")
+        key = f"{names.HISTORY_PREFIX}{p.relative_to(root / 'history')}"
+        s3.put_object(Bucket=bucket, Key=key, Body=p.read_bytes())
     source = S3History(f"s3://{bucket}/{names.HISTORY_PREFIX}")
     assert [h.hour for h in source.hours()] == [14, 15, 16]
     got = list(iter_history(source, start=at(3_600)))
