@@ -266,3 +266,15 @@ def public_scenarios(grid: Column) -> Column:
             r["stressed_deficiency"].alias("stressed_deficiency"),
         ),
     )
+
+
+def account_margin(
+    positions: DataFrame, cash: DataFrame, p: MarginParams, stress: bool = True
+) -> DataFrame:
+    """Per account (every account with a position or a cash row): ``account_id``, ``cash``,
+    ``m`` (struct of the six money fields) and, with ``stress``, ``scenarios_full``,
+    ``worst_scenario`` and ``worst_deficiency``.
+
+    positions: account_id, symbol, quantity (signed, netted by symbol), price, beta;
+    cash: account_id, cash."""
+    return with_margin_and_stress(holdings_by_account(positions, cash), p, stress)

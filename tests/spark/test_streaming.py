@@ -232,9 +232,9 @@ def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
     assert any('"RecordsRejected": 1.0' in line and "malformed_json" in line for line in metrics)
 
 
-# Both points are after the results were emitted: the applied ids not yet written (the batch's
-# last write before its counts), and everything written but the commit marker.
-CRASH_POINTS = ["write_seen", "commit"]
+# Both points are after the results were emitted: the change log not yet written, and the
+# change log written but not the commit marker.
+CRASH_POINTS = ["write_log", "commit"]
 
 
 @pytest.mark.parametrize("crash_in", CRASH_POINTS)
