@@ -487,17 +487,12 @@ def _outputs(
             ).alias("sym_inputs"),
             F.max(F.when(held_changed, True)).alias("holds_changed"),
             F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
+            *calc.kernel_aggregates(held_now),
         )
         .join(forced_df, "account_id", "left")
         .where(F.col("own_count").isNotNull() | F.col("holds_changed"))
     )
-    positions = (
-        priced.where(held_now)
-        .join(per_account.select("account_id"), "account_id")
-        .select("account_id", "symbol", "quantity", "price", "beta")
-    )
-    p = ctx.params
-    margin = calc.account_margin(positions, per_account.select("account_id", "cash"), p)
+    margin = calc.kernel_finish(per_account, ctx.params)
     own_newest = F.struct(
         F.col("o_event_us").alias("event_us"),
         F.col("o_topic").alias("topic"),
@@ -512,33 +507,28 @@ def _outputs(
         .when(F.col("sym_newest").isNull(), own_newest)
         .otherwise(F.greatest(own_newest, sym_newest))
     )
-    out = (
-        margin.drop("cash")
-        .join(per_account, "account_id")
-        .select(
-            "*",
-            newest.alias("newest"),
-        )
-        .select(
-            "account_id",
-            "m",
-            "scenarios_full",
-            "worst_scenario",
-            "worst_deficiency",
-            "_positions",
-            iso(F.timestamp_micros(F.greatest("ts_us", "o_event_us"))).alias("timestamp"),
-            iso(F.timestamp_micros(F.col("newest.kafka_us"))).alias("origin_ts"),
-            F.coalesce(
-                F.col("o_correlation_id"),
-                F.concat_ws(
-                    ":",
-                    F.col("newest.topic"),
-                    F.col("newest.symbol"),
-                    iso(F.timestamp_micros(F.col("newest.event_us"))),
-                ),
-            ).alias("correlation_id"),
-            (F.coalesce("own_count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
-        )
+    out = margin.select(
+        "*",
+        newest.alias("newest"),
+    ).select(
+        "account_id",
+        "m",
+        "scenarios_full",
+        "worst_scenario",
+        "worst_deficiency",
+        "_positions",
+        iso(F.timestamp_micros(F.greatest("ts_us", "o_event_us"))).alias("timestamp"),
+        iso(F.timestamp_micros(F.col("newest.kafka_us"))).alias("origin_ts"),
+        F.coalesce(
+            F.col("o_correlation_id"),
+            F.concat_ws(
+                ":",
+                F.col("newest.topic"),
+                F.col("newest.symbol"),
+                iso(F.timestamp_micros(F.col("newest.event_us"))),
+            ),
+        ).alias("correlation_id"),
+        (F.coalesce("own_count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
     )
     observation = Observation(f"margin-batch-{time.monotonic_ns()}")
     out = out.observe(

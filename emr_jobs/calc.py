@@ -278,3 +278,23 @@ def account_margin(
     positions: account_id, symbol, quantity (signed, netted by symbol), price, beta;
     cash: account_id, cash."""
     return with_margin_and_stress(holdings_by_account(positions, cash), p, stress)
+
+
+def kernel_aggregates(held: Column) -> List[Column]:
+    """The per-account aggregate columns the kernel needs from rows of account_id, symbol,
+    quantity, price and beta (``held``: the row is a position), for ``kernel_finish``: one
+    aggregation that can carry the caller's own per-account columns too."""
+    h = F.struct(
+        F.col("symbol").cast("string").alias("symbol"),
+        F.col("quantity").cast("double").alias("quantity"),
+        F.col("price").cast("double").alias("price"),
+        F.coalesce(F.col("beta").cast("double"), _lit(1.0)).alias("beta"),
+    )
+    return [F.array_sort(F.collect_list(F.when(held, h))).alias("holdings")]
+
+
+def kernel_finish(accounts: DataFrame, p: MarginParams) -> DataFrame:
+    """``account_margin``'s columns (m, scenarios_full, worst_scenario, worst_deficiency) added
+    to per-account rows with ``cash`` and the ``kernel_aggregates``; other columns are kept."""
+    books = accounts.withColumn("cash", F.col("cash").cast("double"))
+    return with_margin_and_stress(books, p).drop("holdings")

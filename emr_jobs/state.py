@@ -345,6 +345,18 @@ class StateStore:
         self._set_frames(self._read_book(batch_id), self._read_seen())
         self._prune(batch_id)
 
+    def seed(self, book: DataFrame, symbols: Dict[str, SymbolFacts]) -> None:
+        """Start an empty state directory from a book built elsewhere (a migration, or the
+        benchmark's generated books): base 0 and the commit of batch 0."""
+        if self.committed_ids():
+            raise RuntimeError(f"{self.root}: already has committed batches")
+        book.write.mode("overwrite").parquet(f"{self.root}/bases/0/book")
+        raw = {s: f.to_json() for s, f in sorted(symbols.items())}
+        self._write_text("bases/0/symbols.json", json.dumps(raw, sort_keys=True))
+        self._write_text("bases/0/_BASE.json", json.dumps({"batch_id": 0, "seen_hours": {}}))
+        self._write_text("commits/0.json", json.dumps({"batch_id": 0, "base": 0}))
+        self.recover(0)
+
     def _prune(self, base: int) -> None:
         """Delete what base <base> supersedes: older bases, logs, markers and seen versions."""
         for b in self._ids(self._list("bases"), ""):
