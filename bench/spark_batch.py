@@ -127,7 +127,7 @@ class _Feed:
             sym = f"S{self.rng.randrange(self.symbols):05d}"
             v = {"symbol": sym, "price": round(self.rng.uniform(1.0, 300.0), 2), "timestamp": ts}
             rows.append(("prices.v1", v))
-        out = []
+        out: list[tuple[Any, ...]] = []
         for topic, v in rows:
             out.append((b"k", json.dumps(v).encode(), topic, 0, self.offset, at, 0, []))
             self.offset += 1
