@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from margin_risk.money import to_decimal
 from margin_risk.rules import Holding
 
 F64 = npt.NDArray[np.float64]
@@ -59,9 +60,9 @@ class Books:
         return [
             Holding(
                 symbol_name(int(self.symbol[i])),
-                float(self.quantity[i]),
-                float(self.price[i]),
-                float(self.beta[i]),
+                to_decimal(float(self.quantity[i])),
+                to_decimal(float(self.price[i])),
+                to_decimal(float(self.beta[i])),
             )
             for i in range(int(self.offsets[a]), int(end))
         ]

@@ -85,17 +85,31 @@ def worst_of(eq: F64, req: F64) -> tuple[npt.NDArray[np.intp], F64]:
     return best, bd
 
 
+@dataclass(frozen=True)
+class _FloatParams:
+    long_rate: float
+    short_rate: float
+    short_per_share: float
+    low_price_threshold: float
+    low_price_short_rate: float
+    low_price_short_per_share: float
+    concentration_addon: float
+    concentration_threshold: float
+
+
 class NumpyKernel:
     """``run(books)`` computes margin and the stress grid of every account (>= 1 position each)."""
 
     def __init__(
         self,
         params: MarginParams,
-        scenarios: Sequence[float],
+        scenarios: Sequence[Any],
         chunk_positions: int = DEFAULT_CHUNK_POSITIONS,
         threads: int = 1,
     ) -> None:
-        self.p = params
+        # The float hardware limit: the same rules in binary floats (not exact; see the exact
+        # reference and the Spark kernel for the figures the product presents).
+        self.p = _FloatParams(**{k: float(v) for k, v in vars(params).items() if k != "scenarios"})
         self.scenarios = tuple(float(s) for s in scenarios)
         self.moves = np.asarray(self.scenarios, dtype=np.float64).reshape(-1, 1, 1)
         self.chunk_positions = chunk_positions
@@ -211,5 +225,5 @@ class NumpyKernel:
         sums[:, :, a0:a1] = acc
 
 
-def compute(books: Books, params: MarginParams, scenarios: Sequence[float]) -> KernelResult:
+def compute(books: Books, params: MarginParams, scenarios: Sequence[Any]) -> KernelResult:
     return NumpyKernel(params, scenarios).run(books)

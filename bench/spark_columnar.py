@@ -12,6 +12,7 @@ exact half-cent tie), not to the bit. Margin and stressed figures only (no worst
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from margin_risk.params import MarginParams
@@ -26,7 +27,7 @@ def columnar_transformation(positions: Any, cash: Any, p: MarginParams) -> Any:
         raise ValueError("the diagnostic variant covers the default rules (no add-on)")
     q = F.col("quantity")
     sums = []
-    for j, s in enumerate([0.0, *p.scenarios]):
+    for j, s in enumerate([Decimal(0), *p.scenarios]):
         price = F.col("price")
         if j:
             price = F.greatest(F.lit(0.0), price * (F.lit(1.0) + F.col("beta") * F.lit(float(s))))

@@ -62,7 +62,7 @@ class Workload:
                     short_market_value=0.0,
                     correlation_id=f"corr-{eid}",
                 )
-                .model_dump_json()
+                .to_json()
                 .encode()
             )
         rows = []
@@ -90,7 +90,7 @@ class Workload:
                     "correlation_id": f"corr-{eid}",
                 }
             )
-            .model_dump_json()
+            .to_json()
             .encode()
         )
 

@@ -266,7 +266,7 @@ def write_dashboard(out_dir: Path, metrics_dir: Path | None) -> Path:
             f"<td>{s.count:g}</td><td>{s.rate_per_min:.1f}</td><td>{_e(s.rule)}</td></tr>"
             for s in report.stages
         )
-        verdict = "HEALTHY" if report.healthy else "UNHEALTHY"
+        verdict = report.verdict
         health = (
             f'<section id="health"><h1>Pipeline health: <span class="'
             f'{"OK" if report.healthy else "STALLED"}">{verdict}</span></h1><table>'

@@ -19,6 +19,9 @@ from typing import Any
 from dashboards.specs import Expr, Metric, Series
 from margin_risk import names
 
+# EMF timestamps are epoch milliseconds; beyond year 9999 no datetime can hold them.
+MAX_TIMESTAMP_MS = 253_402_300_800_000
+
 
 @dataclass(frozen=True)
 class Datapoint:
@@ -57,6 +60,8 @@ def parse_emf(obj: Mapping[str, Any]) -> list[Datapoint]:
     directives = meta.get("CloudWatchMetrics")
     if not isinstance(ts, int | float) or not isinstance(directives, list):
         return []
+    if not 0 <= ts < MAX_TIMESTAMP_MS:  # NaN fails too
+        return []
     out: list[Datapoint] = []
     for d in directives:
         if not isinstance(d, dict):
@@ -88,7 +93,7 @@ def load_lines(lines: Iterable[str], result: LoadResult | None = None) -> LoadRe
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # broken, or hostile (4,300+ digits, deep nesting)
             res.skipped_lines += 1
             continue
         pts = parse_emf(obj) if isinstance(obj, dict) else []

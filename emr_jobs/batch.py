@@ -464,7 +464,7 @@ def _outputs(
         F.sum("cash").cast(CASH_TYPE).alias("cash"),
         F.max("last_ts").alias("last_ts"),
     )
-    priced = netted.join(symbols, "symbol", "left")
+    priced = calc.kernel_rows(netted.join(symbols, "symbol", "left"), ctx.params)
     held_now = (
         F.col("symbol").isNotNull() & F.col("quantity").isNotNull() & (F.col("quantity") != 0)
     )
@@ -487,12 +487,12 @@ def _outputs(
             ).alias("sym_inputs"),
             F.max(F.when(held_changed, True)).alias("holds_changed"),
             F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
-            *calc.kernel_aggregates(held_now),
+            *calc.kernel_aggregates(held_now, ctx.params),
         )
         .join(forced_df, "account_id", "left")
         .where(F.col("own_count").isNotNull() | F.col("holds_changed"))
     )
-    margin = calc.kernel_finish(per_account, ctx.params)
+    margin = calc.kernel_finish(per_account, ctx.params, priced.where(held_now))
     own_newest = F.struct(
         F.col("o_event_us").alias("event_us"),
         F.col("o_topic").alias("topic"),

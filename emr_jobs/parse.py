@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from margin_risk import names
+from margin_risk import names, params
 
 CORRUPT = "_corrupt_record"
 # ISO-8601 with a mandatory zone (Z or +hh:mm), optional fraction.
@@ -43,6 +43,16 @@ KAFKA_BATCH_SCHEMA = T.StructType(
 )
 
 S, D = T.StringType(), T.DoubleType()
+# Numbers are read twice: as doubles, only to check their JSON type (a string is not a number),
+# and as their exact text (``spark.sql.json.enableExactStringParsing``), which becomes the
+# field's exact decimal. Types and bounds per field (margin_risk.params).
+_QTY = ("decimal(16,4)", params.QUANTITY_PLACES, params.MAX_ABS_QUANTITY)
+_PRICE = ("decimal(19,4)", params.PRICE_PLACES, params.MAX_ABS_AMOUNT)
+_BETA = ("decimal(6,4)", params.BETA_PLACES, params.MAX_ABS_BETA)
+_AMOUNT = ("decimal(19,4)", params.AMOUNT_PLACES, params.MAX_ABS_AMOUNT)
+EXACT = {"quantity": _QTY, "price": _PRICE, "beta": _BETA, "amount": _AMOUNT}
+# A JSON number: sign, integer digits, optional fraction (group 1), optional exponent (group 2).
+_NUMBER = r"^-?\d+(?:\.(\d+))?(?:[eE]([+-]?\d+))?$"
 # topic -> [(field, type, required)]
 TOPIC_FIELDS: Dict[str, List[Tuple[str, T.DataType, bool]]] = {
     names.TOPIC_FILLS: [
@@ -84,11 +94,29 @@ def _schema(topic: str) -> T.StructType:
     return T.StructType([*fields, T.StructField(CORRUPT, S)])
 
 
+def _text_schema(topic: str) -> T.StructType:
+    """The topic's numeric fields as their JSON text."""
+    return T.StructType([T.StructField(n, S) for n, t, _ in TOPIC_FIELDS[topic] if t == D])
+
+
+def _places(text: Column) -> Column:
+    """Decimal places a JSON number needs as written (``33.590`` needs 2, ``1e2`` none), as
+    ``margin_risk.params.places`` counts them."""
+    frac = F.regexp_replace(F.regexp_extract(text, _NUMBER, 1), "0+$", "")
+    exp = F.coalesce(F.regexp_extract(text, _NUMBER, 2).cast("int"), F.lit(0))
+    return F.greatest(F.lit(0), F.length(frac) - exp)
+
+
+def _wide(text: Column) -> Column:
+    """The number's value, exact to 18 places (null when it cannot be held at all)."""
+    return text.cast("decimal(38,18)")
+
+
 def _finite(c: Column) -> Column:
     return ~F.isnan(c) & (F.abs(c) != F.lit(float("inf")))
 
 
-def _reason(topic: str, j: Column, raw: Column) -> Column:
+def _reason(topic: str, j: Column, raw: Column, jt: Column) -> Column:
     """First failing rule, in a fixed order, or null when the record is valid."""
     rules: List[Tuple[Column, str]] = [
         (j[CORRUPT].isNotNull() & F.get_json_object(raw, "$").isNull(), "malformed_json"),
@@ -102,6 +130,15 @@ def _reason(topic: str, j: Column, raw: Column) -> Column:
     for name, typ, _ in TOPIC_FIELDS[topic]:
         if isinstance(typ, T.DoubleType):
             rules.append((j[name].isNotNull() & ~_finite(j[name]), "non_finite_number"))
+    for name, typ, _ in TOPIC_FIELDS[topic]:
+        if isinstance(typ, T.DoubleType):
+            _, max_places, max_abs = EXACT[name]
+            wide = _wide(jt[name])
+            beyond = wide.isNull() | (F.abs(wide) >= F.lit(max_abs))
+            rules.append((j[name].isNotNull() & beyond, "out_of_range"))
+            rules.append(
+                (j[name].isNotNull() & (_places(jt[name]) > max_places), "too_many_decimal_places")
+            )
     ts = j[TS_FIELD[topic]]
     rules.append((~ts.rlike(ISO_TS) | ts.cast("timestamp").isNull(), "invalid_timestamp"))
     if topic in (names.TOPIC_FILLS, names.TOPIC_PRICES):
@@ -132,15 +169,20 @@ def with_meta(batch_df: DataFrame) -> DataFrame:
 def parse_topic(records: DataFrame, topic: str) -> DataFrame:
     """Typed rows of one topic plus ``reason`` (null when valid) and ``event_ts`` (timestamp)."""
     opts = {"columnNameOfCorruptRecord": CORRUPT, "mode": "PERMISSIVE"}
-    parsed = records.where(F.col("topic") == topic).withColumn(
-        "j", F.from_json(F.col("raw"), _schema(topic), opts)
+    parsed = (
+        records.where(F.col("topic") == topic)
+        .withColumn("j", F.from_json(F.col("raw"), _schema(topic), opts))
+        .withColumn("jt", F.from_json(F.col("raw"), _text_schema(topic), opts))
     )
-    cols = [F.col("j")[n].alias(n) for n, _, _ in TOPIC_FIELDS[topic]]
+    cols = [
+        (_wide(F.col("jt")[n]).cast(EXACT[n][0]) if t == D else F.col("j")[n]).alias(n)
+        for n, t, _ in TOPIC_FIELDS[topic]
+    ]
     return parsed.select(
         *[F.col(m) for m in META],
         "raw",
         *cols,
-        _reason(topic, F.col("j"), F.col("raw")).alias("reason"),
+        _reason(topic, F.col("j"), F.col("raw"), F.col("jt")).alias("reason"),
         F.col("j")[TS_FIELD[topic]].cast("timestamp").alias("event_ts"),
     )
 

@@ -7,18 +7,21 @@ a retried batch overwrites its own object instead of adding a duplicate.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import IO
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from margin_risk import names
+from margin_risk import names, untrusted
 from margin_risk.enforcement import AccountState
-from margin_risk.models import DECISION_ORDER, AuditEvent
-from margin_risk.rules import cents
+from margin_risk.models import DECISION_ORDER, AuditEvent, describe_error
+from margin_risk.money import cents, dumps
 
 
 def partition_prefix(ts: datetime, prefix: str = names.AUDIT_PREFIX) -> str:
@@ -34,7 +37,7 @@ def batch_id(coordinates: Sequence[str]) -> str:
 
 
 def to_jsonl(events: Iterable[AuditEvent]) -> bytes:
-    return b"".join(e.model_dump_json().encode() + b"\n" for e in events)
+    return b"".join(e.to_json().encode() + b"\n" for e in events)
 
 
 def audit_objects(
@@ -47,16 +50,48 @@ def audit_objects(
     return {f"{p}batch-{batch}.jsonl": to_jsonl(evs) for p, evs in groups.items()}
 
 
-def parse_jsonl(text: str) -> list[AuditEvent]:
-    return [AuditEvent.model_validate_json(line) for line in text.splitlines() if line.strip()]
+class BadAuditTrail(ValueError):
+    """The trail cannot be read back: no audit files, or a line that is not an audit event.
+
+    The message is one line naming the file (and line) and the reason.
+    """
+
+
+def parse_audit_line(line: bytes | str, where: str) -> AuditEvent:
+    """One audit event from one JSON line, read exactly (amounts as ``Decimal``)."""
+    try:
+        return AuditEvent.model_validate(untrusted.load_object(line, untrusted.MAX_RECORD_BYTES))
+    except untrusted.Rejected as e:
+        raise BadAuditTrail(f"{where}: {e.reason}") from e
+    except ValidationError as e:
+        raise BadAuditTrail(f"{where}: bad audit record: {describe_error(e)}") from e
+
+
+def parse_jsonl(text: str | bytes, source: str = "audit") -> list[AuditEvent]:
+    """The events of one audit object's body, split on ``\\n`` only (ids may hold U+2028)."""
+    if isinstance(text, bytes):
+        return read_audit_stream(io.BytesIO(text), source)
+    return [parse_audit_line(line, f"{source}:{n}") for n, line in untrusted.split_lines(text)]
+
+
+def read_audit_stream(stream: IO[bytes], source: str) -> list[AuditEvent]:
+    """The events of a stream of audit JSON lines (a file, an S3 body, standard input)."""
+    return [parse_audit_line(line, f"{source}:{n}") for n, line in untrusted.iter_lines(stream)]
 
 
 def read_audit_dir(root: Path) -> list[AuditEvent]:
-    """Every audit event under a local directory (a synced copy of the bucket prefix)."""
+    """Every audit event under a local directory (a synced copy of the bucket prefix).
+
+    A directory without any ``.jsonl`` file is an error, not an empty trail: a wrong path must
+    not look like accounts without decisions.
+    """
     files = sorted(p for p in root.rglob("*.jsonl") if p.is_file())
+    if not files:
+        raise BadAuditTrail(f"{root}: no audit files (*.jsonl) under this directory")
     out: list[AuditEvent] = []
     for f in files:
-        out.extend(parse_jsonl(f.read_text(encoding="utf-8")))
+        with f.open("rb") as fh:
+            out.extend(read_audit_stream(fh, str(f)))
     return out
 
 
@@ -69,7 +104,7 @@ class EnforcementView(BaseModel):
 
     account_id: str
     call_open: bool = False
-    call_amount: float | None = None
+    call_amount: Decimal | None = None
     call_issued_at: datetime | None = None
     restricted: bool = False
     liquidation_triggered: bool = False
@@ -132,6 +167,11 @@ def comparable(v: EnforcementView) -> tuple[object, ...]:
 
 
 def dumps_views(views: dict[str, EnforcementView]) -> str:
-    return json.dumps(
-        {k: json.loads(v.model_dump_json()) for k, v in sorted(views.items())}, indent=2
-    )
+    """One JSON object, an account per line, amounts as exact JSON numbers."""
+    if not views:
+        return "{}"
+    lines = [
+        f"  {json.dumps(k)}: {dumps(v.model_dump(mode='python'), compact=False)}"
+        for k, v in sorted(views.items())
+    ]
+    return "{\n" + ",\n".join(lines) + "\n}"

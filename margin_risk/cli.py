@@ -1,28 +1,36 @@
 """Command line (spec section 6): ``python -m margin_risk what-if|replay|rebuild-state|demo``.
 
-Every input error ends with a non-zero exit and one line on stderr, never a traceback.
+Every input error ends with a non-zero exit and one line on stderr, never a traceback. A file
+argument of ``-`` reads standard input; output piped into a reader that stops early (``| head``)
+ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
+from margin_risk import untrusted
 from margin_risk.models import (
     AccountSnapshot,
     EnforcementInput,
     describe_error,
     parse_enforcement_input,
 )
-from margin_risk.rules import Holding, cents, compute_margin
-from margin_risk.settings import HouseSettings, load_house_settings
+from margin_risk.money import cents, dumps
+from margin_risk.rules import Holding, InvalidBook, compute_margin
+from margin_risk.settings import HouseSettings, check_move, load_house_settings
 from margin_risk.stress import stress_table
 
 
@@ -30,52 +38,88 @@ class InputError(Exception):
     """A problem with the user's input, reported as one line."""
 
 
-def read_text(path: str) -> str:
-    """The file as UTF-8 text, or an InputError naming what is wrong with it."""
+STDIN = "-"
+EXIT_INPUT = 1
+# A bug, not bad input: still one line (the help promises no traceback), but told apart.
+EXIT_INTERNAL = 70
+# The reader of our output went away (``| head``): the status a tool killed by SIGPIPE has.
+EXIT_BROKEN_PIPE = 141
+
+
+def _name(path: str) -> str:
+    return "<stdin>" if path == STDIN else path
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[IO[bytes]]:
+    """The file (or standard input for ``-``) as a byte stream; an InputError if unreadable."""
+    if path == STDIN:
+        yield sys.stdin.buffer
+        return
     try:
-        return Path(path).read_text(encoding="utf-8")
+        f = open(path, "rb")  # noqa: SIM115 - closed below, after the caller is done
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
+    with f:
+        yield f
 
 
-def _read_json(path: str) -> Any:
-    text = read_text(path)
+def _read_bytes(path: str, max_bytes: int) -> bytes:
+    """At most ``max_bytes + 1`` bytes: enough for the boundary to tell that it is too large."""
+    with open_input(path) as f:
+        try:
+            return f.read(max_bytes + 1)
+        except OSError as e:
+            raise InputError(f"{_name(path)}: cannot read: {e.strerror or e}") from e
+
+
+def read_document(path: str) -> dict[str, Any]:
+    """A JSON object from a file or standard input, within `untrusted`'s bounds."""
+    data = _read_bytes(path, untrusted.MAX_DOCUMENT_BYTES)
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except _NonFinite as e:
-        raise InputError(f"{path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise InputError(
-            f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from e
+        return untrusted.load_object(data)
+    except untrusted.Rejected as e:
+        raise InputError(f"{_name(path)}: {e.reason}") from e
 
 
-class _NonFinite(ValueError):
-    """JSON's NaN/Infinity extensions: Python accepts them, money must not."""
+def load_settings() -> HouseSettings:
+    """The house settings from the environment; a malformed ``MR_*`` variable is one line."""
+    try:
+        return load_house_settings()
+    except ValidationError as e:
+        raise InputError(f"invalid settings: {describe_error(e)}") from e
+    except SettingsError as e:
+        cause = e.__cause__ or e.__context__
+        why = f": {cause}" if cause is not None else ""
+        raise InputError(f"invalid settings ({_mr_vars()}): {e}{why}") from e
+    except RecursionError as e:
+        raise InputError(f"invalid settings ({_mr_vars()}): nested too deep") from e
 
 
-def _reject_constant(name: str) -> float:
-    raise _NonFinite(f"{name} is not allowed: numbers must be finite")
+def _mr_vars() -> str:
+    return ", ".join(sorted(k for k in os.environ if k.upper().startswith("MR_"))) or "MR_*"
 
 
-def parse_scenarios(text: str) -> list[float]:
-    moves = []
+def parse_scenarios(text: str) -> list[Decimal]:
+    """``--scenarios`` as exact SPY moves, held to the settings' own limits (`check_move`)."""
+    moves: list[Decimal] = []
     for part in text.split(","):
         part = part.strip()
+        if len(part) > untrusted.MAX_NUMBER_CHARS:
+            raise InputError(f"--scenarios: a move of {len(part)} characters is not a SPY move")
         try:
-            s = float(part)
-        except ValueError:
+            move = Decimal(part)
+        except InvalidOperation:
             raise InputError(f"--scenarios: {part!r} is not a number") from None
-        if not math.isfinite(s) or s <= -1.0:
-            raise InputError(f"--scenarios: {part!r} must be a finite SPY move greater than -1")
-        moves.append(s)
+        try:
+            moves.append(check_move(move))
+        except ValueError as e:
+            raise InputError(f"--scenarios: {e}") from None
     return moves
 
 
 def what_if(
-    snapshot: AccountSnapshot, house: HouseSettings, scenarios: Sequence[float] | None
+    snapshot: AccountSnapshot, house: HouseSettings, scenarios: Sequence[Decimal] | None
 ) -> dict[str, Any]:
     """The account's margin and its stress table, rounded to cents for presentation."""
     p = house.margin.to_params()
@@ -103,59 +147,89 @@ def what_if(
 
 
 def _cmd_what_if(args: argparse.Namespace) -> int:
-    raw = _read_json(args.snapshot)
+    house = load_settings()
+    scenarios = None
+    if args.scenarios is not None:
+        scenarios = parse_scenarios(args.scenarios)
+    raw = read_document(args.snapshot)
     try:
         snap = AccountSnapshot.model_validate(raw)
     except ValidationError as e:
-        raise InputError(f"{args.snapshot}: {describe_error(e)}") from e
-    scenarios = parse_scenarios(args.scenarios) if args.scenarios else None
-    print(json.dumps(what_if(snap, load_house_settings(), scenarios)))
+        raise InputError(f"{_name(args.snapshot)}: {describe_error(e)}") from e
+    try:
+        doc = what_if(snap, house, scenarios)
+    except InvalidBook as e:  # rows of one symbol at two prices or betas
+        raise InputError(f"{_name(args.snapshot)}: {e}") from e
+    sys.stdout.write(dumps(doc, compact=False) + "\n")
     return 0
 
 
-def read_events(path: str) -> list[EnforcementInput]:
-    """Validate every line first, so a bad file produces no output at all."""
-    lines = read_text(path).splitlines()
-    events: list[EnforcementInput] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line, parse_constant=_reject_constant)
-        except _NonFinite as e:
-            raise InputError(f"{path}:{n}: {e}") from e
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: invalid JSON: {e.msg}") from e
-        if not isinstance(raw, dict):
-            raise InputError(f"{path}:{n}: expected a JSON object")
-        try:
-            events.append(parse_enforcement_input(raw))
-        except ValidationError as e:
-            raise InputError(f"{path}:{n}: {describe_error(e)}") from e
-    return events
+def iter_events(path: str) -> Iterator[EnforcementInput]:
+    """The events of a JSON-lines file (``-``: standard input), validated one line at a time."""
+    name = _name(path)
+    with open_input(path) as f:
+        for n, line in untrusted.iter_lines(f):
+            try:
+                raw = untrusted.load_object(line, untrusted.MAX_RECORD_BYTES)
+                yield parse_enforcement_input(raw)
+            except untrusted.Rejected as e:
+                raise InputError(f"{name}:{n}: {e.reason}") from e
+            except ValidationError as e:
+                raise InputError(f"{name}:{n}: {describe_error(e)}") from e
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from margin_risk.enforcement import replay
+    """Stream the events through `apply_event`, one account state each in memory.
 
-    events = read_events(args.events)
-    result = replay(events, load_house_settings().policy.to_params())
-    out = sys.stdout
-    for d in result.decisions:
-        out.write(d.model_dump_json() + "\n")
+    The decisions wait in a temporary file (in memory up to a megabyte, then on disk) until the
+    last line has been validated: a bad line anywhere still means no output at all, and memory
+    stays bounded by the number of accounts, not by the size of the input.
+    """
+    from margin_risk.enforcement import AccountState, Outcome, apply_event
+
+    policy = load_settings().policy.to_params()
+    states: dict[str, AccountState] = {}
+    counts = dict.fromkeys(Outcome, 0)
+    with tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+", encoding="utf-8") as spool:
+        for ev in iter_events(args.events):
+            st = states.get(ev.account_id) or AccountState.new(ev.account_id)
+            t = apply_event(st, ev, policy)
+            counts[t.outcome] += 1
+            states[ev.account_id] = t.state
+            for d in t.decisions:
+                spool.write(d.to_json() + "\n")
+        spool.seek(0)
+        shutil.copyfileobj(spool, sys.stdout)
+    total = sum(counts.values())
+    print(
+        f"replay: {total} events, {counts[Outcome.APPLIED]} applied,"
+        f" {counts[Outcome.STALE]} stale, {counts[Outcome.DUPLICATE]} duplicate"
+        " (stale and duplicate events change nothing)",
+        file=sys.stderr,
+    )
     return 0
 
 
 def _cmd_rebuild_state(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from margin_risk.audit import dumps_views, read_audit_dir, rebuild_state
+    from margin_risk.audit import (
+        BadAuditTrail,
+        dumps_views,
+        read_audit_dir,
+        read_audit_stream,
+        rebuild_state,
+    )
     from margin_risk.models import AuditEvent
 
     source: str = args.source
     events: list[AuditEvent]
     try:
-        if source.startswith("s3://"):
+        if source == STDIN:
+            events = read_audit_stream(sys.stdin.buffer, "<stdin>")
+            if not events:
+                raise InputError("<stdin>: no audit events")
+        elif source.startswith("s3://"):
             from margin_risk.adapters.audit_reader import read_audit_s3
 
             events = read_audit_s3(source)
@@ -163,20 +237,18 @@ def _cmd_rebuild_state(args: argparse.Namespace) -> int:
             root = Path(source)
             if not root.is_dir():
                 raise InputError(
-                    f"{source}: not a directory (give a local audit dir or s3://bucket/prefix)"
+                    f"{source}: not a directory (give a local audit dir, s3://bucket/prefix or -)"
                 )
             events = read_audit_dir(root)
-    except ValidationError as e:
-        raise InputError(f"{source}: bad audit record: {describe_error(e)}") from e
-    except UnicodeDecodeError as e:
-        raise InputError(f"{source}: an audit file is not UTF-8 text ({e.reason})") from e
+    except BadAuditTrail as e:
+        raise InputError(str(e)) from e
     except ValueError as e:  # not an s3://bucket/prefix URI
         raise InputError(str(e)) from e
     except OSError as e:
         raise InputError(f"{e.filename or source}: cannot read: {e.strerror or e}") from e
     except (BotoCoreError, ClientError) as e:
         raise InputError(f"{source}: cannot read: {e}") from e
-    print(dumps_views(rebuild_state(events)))
+    sys.stdout.write(dumps_views(rebuild_state(events)) + "\n")
     return 0
 
 
@@ -206,16 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     w = sub.add_parser("what-if", help="margin and stress table of one account snapshot")
-    w.add_argument("snapshot")
+    w.add_argument("snapshot", help="a snapshot JSON file, or - for standard input")
     w.add_argument("--scenarios", help="comma-separated SPY moves, e.g. -0.05,-0.10")
     w.set_defaults(func=_cmd_what_if)
 
     r = sub.add_parser("replay", help="enforcement decisions for a JSONL file of results")
-    r.add_argument("events")
+    r.add_argument("events", help="a JSON-lines file, or - for standard input")
     r.set_defaults(func=_cmd_replay)
 
     b = sub.add_parser("rebuild-state", help="rebuild enforcement state from the audit trail")
-    b.add_argument("source", help="a local directory or s3://bucket/prefix")
+    b.add_argument(
+        "source", help="a local directory, s3://bucket/prefix, or - (audit JSON lines on stdin)"
+    )
     b.set_defaults(func=_cmd_rebuild_state)
 
     d = sub.add_parser("demo", help="the whole pipeline on this machine")
@@ -255,10 +329,36 @@ def _glue_option_values(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_glue_option_values(sys.argv[1:] if argv is None else argv))
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
     except ValidationError as e:
         print(f"error: invalid settings: {describe_error(e)}", file=sys.stderr)
-        return 1
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still the promised one line, with a status of its own
+        print(f"error: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:500]
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,8 +23,8 @@ from margin_risk.models import (
     MarginCalc,
     StressResult,
 )
+from margin_risk.money import cents, exact
 from margin_risk.params import PolicyParams
-from margin_risk.rules import cents
 
 DEFAULT_POLICY = PolicyParams()
 RECENT_IDS_KEPT = 32
@@ -70,7 +71,7 @@ class MarginPath(BaseModel):
 
     clock: PathClock = Field(default_factory=PathClock)
     call_open: bool = False
-    call_amount: float | None = None
+    call_amount: Decimal | None = None
     call_issued_at: datetime | None = None
     restricted: bool = False
     liquidation_triggered: bool = False
@@ -116,12 +117,12 @@ def _decision(
     event: EnforcementInput,
     event_type: str,
     *,
-    deficiency: float,
-    excess: float,
-    equity: float,
-    maintenance_req: float,
+    deficiency: Decimal,
+    excess: Decimal,
+    equity: Decimal,
+    maintenance_req: Decimal,
     reason: str,
-    scenario: float | None = None,
+    scenario: Decimal | None = None,
 ) -> AuditEvent:
     return AuditEvent(
         event_id=decision_id(event.event_id, event_type),
@@ -261,6 +262,7 @@ def _apply_stress(s: StressPath, e: StressResult) -> list[AuditEvent]:
     ]
 
 
+@exact
 def apply_event(
     state: AccountState, event: EnforcementInput, policy: PolicyParams = DEFAULT_POLICY
 ) -> Transition:

@@ -51,7 +51,9 @@ class LocalSource:
     @classmethod
     def from_dir(cls, path: Path) -> LocalSource:
         res = load_metrics_dir(path)
-        return cls(LocalMetrics(res.points), f"local EMF files in {path} ({res.files} files)")
+        desc = f"local EMF files in {path} ({res.files} files"
+        desc += f", {res.skipped_lines} lines not EMF)" if res.skipped_lines else ")"
+        return cls(LocalMetrics(res.points), desc)
 
     def latest(self) -> datetime | None:
         if not self.metrics.points:
@@ -71,6 +73,11 @@ class LocalSource:
         return datetime.fromtimestamp(max(ts) / 1000, tz=UTC) if ts else None
 
 
+HEALTHY = frozenset({"OK", "IDLE", "WARNING"})
+UNHEALTHY = frozenset({"STALLED", "DEGRADED"})
+UNKNOWN = "UNKNOWN"
+
+
 @dataclass(frozen=True)
 class StageHealth:
     stage: str
@@ -79,13 +86,14 @@ class StageHealth:
     count: float
     rate_per_min: float
     lag_seconds: float | None
-    status: str  # OK, IDLE, WARNING (healthy) / STALLED, DEGRADED (unhealthy)
+    # OK, IDLE, WARNING (healthy) / STALLED, DEGRADED (unhealthy) / UNKNOWN (no data to judge)
+    status: str
     rule: str
     details: dict[str, float] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
-        return self.status in ("OK", "IDLE", "WARNING")
+        return self.status in HEALTHY
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,14 +118,31 @@ class HealthReport:
     stages: list[StageHealth]
 
     @property
+    def verdict(self) -> str:
+        """UNHEALTHY when a stage is, else UNKNOWN when a stage has no data, else HEALTHY.
+
+        No data is not good news: an empty or wrong metrics source must not read as healthy.
+        """
+        if any(s.status in UNHEALTHY for s in self.stages):
+            return "UNHEALTHY"
+        if any(s.status == UNKNOWN for s in self.stages):
+            return "UNKNOWN"
+        return "HEALTHY"
+
+    @property
     def healthy(self) -> bool:
-        return all(s.healthy for s in self.stages)
+        return self.verdict == "HEALTHY"
+
+    def unknown_reason(self) -> str:
+        """One line: which stages have no data to judge, and why."""
+        return "; ".join(f"{s.stage}: {s.rule}" for s in self.stages if s.status == UNKNOWN)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "as_of": _iso(self.now),
             "window_minutes": self.window_minutes,
+            "verdict": self.verdict,
             "healthy": self.healthy,
             "stages": [s.to_dict() for s in self.stages],
         }
@@ -126,10 +151,9 @@ class HealthReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_text(self) -> str:
-        verdict = "HEALTHY" if self.healthy else "UNHEALTHY"
         head = (
             f"Pipeline health at {_iso(self.now)} (window {self.window_minutes} min, "
-            f"source: {self.source}): {verdict}"
+            f"source: {self.source}): {self.verdict}"
         )
         rows = [("stage", "status", "last activity", "lag", "count", "rate/min", "rule")]
         for s in self.stages:
@@ -159,6 +183,13 @@ def _iso(t: datetime | None) -> str | None:
 
 def _sum(source: MetricSource, ms: Sequence[specs.Metric], start: datetime, end: datetime) -> float:
     return float(sum(source.window(m, start, end) or 0.0 for m in ms))
+
+
+def _has_data(
+    source: MetricSource, ms: Sequence[specs.Metric], since: datetime, until: datetime
+) -> bool:
+    """Any datapoint at all (a zero counts): evidence that the stage can be judged."""
+    return any(source.window(m, since, until) is not None for m in ms)
 
 
 def _last(
@@ -192,7 +223,9 @@ def build_report(
     A stage is STALLED when its upstream produced in the window and it produced nothing
     (the alarms' "no margin results for N minutes while inputs arrive" rule, per stage);
     the enforcement stage is DEGRADED past the critical error-rate, latency or lag KPI and
-    WARNING past a warning level. No upstream activity means IDLE, which is healthy.
+    WARNING past a warning level. No upstream activity means IDLE, which is healthy, but only
+    when there is data saying so: a stage with no datapoint of its own, of its upstream or of its
+    ``evidence`` metrics over the whole lookback is UNKNOWN.
     """
     start = now - timedelta(minutes=window_minutes)
     since = now - timedelta(minutes=lookback_minutes)
@@ -203,6 +236,7 @@ def build_report(
         ms: Sequence[specs.Metric],
         upstream: Sequence[specs.Metric],
         upstream_name: str,
+        evidence: Sequence[specs.Metric] = (),
     ) -> tuple[StageHealth, float]:
         count = _sum(source, ms, start, until)
         last = _last(source, ms, since, until)
@@ -216,6 +250,9 @@ def build_report(
             )
         elif count > 0:
             status, rule = "OK", f"{metric} = {count:g} in the last {window_minutes} min"
+        elif not _has_data(source, (*ms, *upstream, *evidence), since, until):
+            status = UNKNOWN
+            rule = f"no data for {metric} or {upstream_name} in the last {lookback_minutes} min"
         elif upstream is KAFKA_INPUTS:
             status, rule = "IDLE", f"no inputs in the last {window_minutes} min: nothing to do"
         else:
@@ -226,7 +263,8 @@ def build_report(
     inputs, _ = stage("inputs", INPUTS, KAFKA_INPUTS, "Kafka input topics (MessagesInPerSec)")
     results, _ = stage("spark margin results", MARGIN_RESULTS, INPUTS, "inputs")
     enforce, ok = stage("enforcement decisions", ENFORCED, ALL_RESULTS, "Spark results")
-    audit, _ = stage("audit objects", AUDIT, DECISIONS, "enforcement decisions")
+    # Decisions are only counted when there are some; processed records show the stage runs.
+    audit, _ = stage("audit objects", AUDIT, DECISIONS, "enforcement decisions", ENFORCED)
     enforce = _enforcement_kpis(source, enforce, ok, start, until)
     return HealthReport(source.description, now, window_minutes, [inputs, results, enforce, audit])
 
@@ -260,7 +298,7 @@ def _enforcement_kpis(
             crit.append(f"OffsetLag {lag:g} > {specs.OFFSET_LAG_CRITICAL:g}")
         elif lag > specs.OFFSET_LAG_WARNING:
             warn.append(f"OffsetLag {lag:g} > {specs.OFFSET_LAG_WARNING:g}")
-    if sh.status == "STALLED":
+    if sh.status in ("STALLED", UNKNOWN):
         return dataclasses.replace(sh, details=details)
     if crit:
         return dataclasses.replace(sh, status="DEGRADED", rule="; ".join(crit), details=details)
@@ -269,15 +307,24 @@ def _enforcement_kpis(
     return dataclasses.replace(sh, details=details)
 
 
-def local_report(path: Path, window_minutes: int = specs.STALL_MINUTES) -> HealthReport:
+def local_report(
+    path: Path, window_minutes: int = specs.STALL_MINUTES, source: LocalSource | None = None
+) -> HealthReport:
     """The report of a local run, as of its last datapoint (a finished run is judged at its end)."""
-    source = LocalSource.from_dir(path)
+    source = source if source is not None else LocalSource.from_dir(path)
     now = source.latest() or datetime.now(UTC)
     return build_report(source, now, window_minutes)
 
 
+EXIT_HEALTHY, EXIT_INPUT, EXIT_UNHEALTHY, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
 def run_health(metrics_dir: str | None, aws: bool = False, as_json: bool = False) -> int:
-    """``python -m margin_risk health``: 0 healthy, 2 unhealthy, 1 bad input."""
+    """``python -m margin_risk health``: 0 healthy, 2 unhealthy, 3 unknown (no data), 1 bad input.
+
+    Without any datapoint the answer is one line on stderr saying why; with some stages unknown
+    the report is printed and the same one line names them.
+    """
     import sys
 
     if aws:
@@ -289,12 +336,19 @@ def run_health(metrics_dir: str | None, aws: bool = False, as_json: bool = False
             report = build_report(CloudWatchSource(), datetime.now(UTC))
         except (BotoCoreError, ClientError) as e:
             print(f"error: CloudWatch: {e}", file=sys.stderr)
-            return 1
+            return EXIT_INPUT
     else:
         path = Path(metrics_dir or "")
         if not metrics_dir or not path.is_dir():
             print(f"error: {metrics_dir}: not a directory", file=sys.stderr)
-            return 1
-        report = local_report(path)
+            return EXIT_INPUT
+        source = LocalSource.from_dir(path)
+        if not source.metrics.points:
+            print(f"health: UNKNOWN: no metric datapoints in {source.description}", file=sys.stderr)
+            return EXIT_UNKNOWN
+        report = local_report(path, source=source)
     print(report.to_json() if as_json else report.to_text())
-    return 0 if report.healthy else 2
+    if report.verdict == "UNKNOWN":
+        print(f"health: UNKNOWN: {report.unknown_reason()}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    return EXIT_HEALTHY if report.healthy else EXIT_UNHEALTHY

@@ -1,32 +1,116 @@
 """Pydantic models for every event, snapshot and audit record (spec sections 1, 4, 5).
 
-Strict where it protects money: numbers must be finite JSON numbers (no NaN/Infinity, no strings),
-identifiers non-empty strings, timestamps ISO-8601 with a zone. Unknown fields are kept
-(``extra="allow"``) so producers can add fields without breaking consumers.
+Strict where it protects money: numbers must be finite JSON numbers (no NaN/Infinity, no strings)
+carried as exact decimals within the bounds of `margin_risk.params`, identifiers non-empty strings,
+timestamps ISO-8601 with a zone. Unknown fields are kept (``extra="allow"``) so producers can add
+fields without breaking consumers. JSON is read with decimals for numbers (``json.loads`` with
+``parse_float=Decimal``, then ``model_validate``) and written with `to_json`, which keeps every
+digit: pydantic's own JSON parser takes numbers through binary floats, and its writer turns
+decimals into strings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
     field_serializer,
 )
+from pydantic_core import PydanticCustomError
 
-from margin_risk import names
+from margin_risk import money, names, params, untrusted
 
 Id = Annotated[str, StringConstraints(min_length=1, strict=True)]
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
-Positive = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
-Timestamp = AwareDatetime
+Timestamp = untrusted.Timestamp  # ISO-8601 with a zone and a UTC date; never an epoch number
+
+
+def _number(v: Any) -> Decimal:
+    """A JSON number as an exact decimal; strings and booleans are not numbers."""
+    if isinstance(v, bool) or not isinstance(v, Decimal | int | float):
+        raise PydanticCustomError("decimal_type", "Input should be a number")
+    try:
+        return money.to_decimal(v)
+    except ValueError:
+        raise PydanticCustomError("finite_number", "Input should be a finite number") from None
+
+
+def _bounded(max_places: int, max_abs: Decimal, sign: str = "any") -> Callable[[Decimal], Decimal]:
+    def check(v: Decimal) -> Decimal:
+        if not v.is_finite():
+            raise PydanticCustomError("finite_number", "Input should be a finite number")
+        if sign == "positive" and v <= 0:
+            raise PydanticCustomError("greater_than", "Input should be greater than 0")
+        if sign == "non_negative" and v < 0:
+            raise PydanticCustomError(
+                "greater_than_equal", "Input should be greater than or equal to 0"
+            )
+        if v.copy_abs() >= max_abs:  # copy_abs never rounds or overflows (1E+999999999)
+            raise PydanticCustomError(
+                "magnitude",
+                "Input should be less than {limit} in absolute value",
+                {"limit": f"{max_abs:f}"},
+            )
+        if params.places(v) > max_places:
+            raise PydanticCustomError(
+                "decimal_places",
+                "Input should have at most {places} decimal places",
+                {"places": max_places},
+            )
+        return v
+
+    return check
+
+
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_bounded(params.QUANTITY_PLACES, params.MAX_ABS_QUANTITY)),
+]
+PositiveQuantity = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_bounded(params.QUANTITY_PLACES, params.MAX_ABS_QUANTITY, "positive")),
+]
+Price = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_bounded(params.PRICE_PLACES, params.MAX_ABS_AMOUNT, "non_negative")),
+]
+Beta = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_bounded(params.BETA_PLACES, params.MAX_ABS_BETA)),
+]
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_bounded(params.AMOUNT_PLACES, params.MAX_ABS_AMOUNT)),
+]
+Move = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_bounded(params.RATE_PLACES, params.MAX_ABS_RATE)),
+]
+ResultAmount = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_bounded(params.RESULT_SCALE, params.MAX_ABS_RESULT)),
+]
+NonNegativeResult = Annotated[
+    Decimal,
+    BeforeValidator(_number),
+    AfterValidator(_bounded(params.RESULT_SCALE, params.MAX_ABS_RESULT, "non_negative")),
+]
 
 
 def iso(ts: datetime) -> str:
@@ -41,6 +125,10 @@ class _Event(BaseModel):
     def _ser(self, v: Any) -> Any:
         return iso(v) if isinstance(v, datetime) else v
 
+    def to_json(self) -> str:
+        """Compact JSON with exact decimal numbers and ``Z`` timestamps (the wire format)."""
+        return money.dumps(self.model_dump(mode="python"))
+
 
 # --- Inputs ------------------------------------------------------------------------------------
 Side = Literal["BUY", "SELL", "SHORT", "COVER"]
@@ -51,30 +139,30 @@ class Fill(_Event):
     account_id: Id
     symbol: Id
     side: Side
-    quantity: Positive
-    price: NonNegative
+    quantity: PositiveQuantity
+    price: Price
     timestamp: Timestamp
     correlation_id: Id
 
 
 class PriceTick(_Event):
     symbol: Id
-    price: NonNegative
+    price: Price
     timestamp: Timestamp
-    beta: Number | None = None
+    beta: Beta | None = None
 
 
 class CashTxn(_Event):
     txn_id: Id
     account_id: Id
-    amount: Number
+    amount: Amount
     timestamp: Timestamp
     correlation_id: Id
 
 
 class BetaUpdate(_Event):
     symbol: Id
-    beta: Number
+    beta: Beta
     as_of: Timestamp
 
 
@@ -85,24 +173,24 @@ class MarginCalc(_Event):
     event_id: Id
     account_id: Id
     timestamp: Timestamp
-    equity: Number
-    maintenance_req: NonNegative
-    excess: Number
-    deficiency: NonNegative
-    long_market_value: NonNegative
-    short_market_value: NonNegative
+    equity: ResultAmount
+    maintenance_req: NonNegativeResult
+    excess: ResultAmount
+    deficiency: NonNegativeResult
+    long_market_value: NonNegativeResult
+    short_market_value: NonNegativeResult
     correlation_id: Id
 
     @property
-    def gross(self) -> float:
+    def gross(self) -> Decimal:
         return self.long_market_value + self.short_market_value
 
 
 class StressScenario(_Event):
-    scenario: Number
-    stressed_equity: Number
-    stressed_maintenance_req: NonNegative
-    stressed_deficiency: NonNegative
+    scenario: Move
+    stressed_equity: ResultAmount
+    stressed_maintenance_req: NonNegativeResult
+    stressed_deficiency: NonNegativeResult
 
 
 class StressResult(_Event):
@@ -112,8 +200,8 @@ class StressResult(_Event):
     account_id: Id
     timestamp: Timestamp
     scenarios: list[StressScenario] = Field(min_length=1)
-    worst_scenario: Number
-    worst_deficiency: NonNegative
+    worst_scenario: Move
+    worst_deficiency: NonNegativeResult
     correlation_id: Id
 
     def worst(self) -> StressScenario:
@@ -149,11 +237,11 @@ DECISION_ORDER: tuple[str, ...] = (
 class AuditDetails(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    deficiency: float
-    excess: float
-    equity: float
-    maintenance_req: float
-    scenario: float | None = None
+    deficiency: Decimal
+    excess: Decimal
+    equity: Decimal
+    maintenance_req: Decimal
+    scenario: Decimal | None = None
     reason: str
 
 
@@ -173,16 +261,16 @@ class Position(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     symbol: Id
-    quantity: Number
-    price: NonNegative
-    beta: Number = 1.0
+    quantity: Quantity
+    price: Price
+    beta: Beta = Decimal(1)
 
 
 class AccountSnapshot(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     account_id: Id
-    cash: Number
+    cash: Amount
     positions: list[Position] = Field(default_factory=list)
 
 
@@ -202,8 +290,10 @@ def reason_code(err: ValidationError) -> str:
         return "missing_field"
     if kinds & {"finite_number"}:
         return "non_finite_number"
-    if kinds & {"greater_than_equal", "greater_than"}:
+    if kinds & {"greater_than_equal", "greater_than", "magnitude"}:
         return "out_of_range"
+    if "decimal_places" in kinds:
+        return "too_many_decimal_places"
     if kinds & {"json_invalid", "model_type"}:
         return "malformed_json"
     return "wrong_type"

@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from margin_risk import audit, names
+from margin_risk import audit, names, untrusted
 from margin_risk.enforcement import DEFAULT_POLICY, AccountState, Outcome, apply_event
 from margin_risk.models import (
     AuditEvent,
@@ -117,43 +117,32 @@ class ValidRecord:
     origin_ts: datetime
 
 
-class _NonFinite(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> float:
-    raise _NonFinite(f"{name} is not allowed: numbers must be finite")
-
-
 def _parse_ts(value: object) -> datetime | None:
+    """``origin_ts`` (latency telemetry only): strict like every timestamp, None when unusable."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        return None
     try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return untrusted.parse_timestamp(value)
     except ValueError:
         return None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def decode(record: InboundRecord) -> ValidRecord | Rejection:
-    """Validate one record into a margin/stress model, or say exactly why not."""
+    """Validate one record into a margin/stress model, or say exactly why not.
+
+    Every way a record can be wrong ends here as a `Rejection` (see `margin_risk.untrusted`), so
+    one hostile record can never fail the batch that carries valid ones.
+    """
     c = record.coordinate
     raw_text = "" if record.value is None else record.value.decode("utf-8", "replace")
     if record.envelope_error is not None or record.value is None:
         why = record.envelope_error or "record has no value"
         return Rejection(c, "malformed_record", why, raw_text)
     try:
-        raw = json.loads(record.value.decode("utf-8"), parse_constant=_reject_constant)
-    except _NonFinite as e:
-        return Rejection(c, "non_finite_number", str(e), raw_text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return Rejection(c, "malformed_json", f"invalid JSON: {e}", raw_text)
-    if not isinstance(raw, dict):
-        return Rejection(c, "malformed_json", "expected a JSON object", raw_text)
-    try:
+        raw = untrusted.load_object(record.value, untrusted.MAX_RECORD_BYTES)
         event = parse_enforcement_input(raw)
+    except untrusted.Rejected as e:
+        return Rejection(c, e.code, e.reason, raw_text)
     except ValidationError as e:
         return Rejection(c, reason_code(e), describe_error(e), raw_text)
     origin = (
@@ -227,7 +216,7 @@ class Publication:
 
     @property
     def value(self) -> bytes:
-        return self.decision.model_dump_json().encode()
+        return self.decision.to_json().encode()
 
     @property
     def headers(self) -> dict[str, bytes]:
@@ -533,13 +522,13 @@ class EnforcementService:
                     "event_id": d.event_id,
                     "event_type": d.event_type,
                     "account_id": d.account_id,
-                    "deficiency": d.details.deficiency,
+                    "deficiency": float(d.details.deficiency),  # a log field, not money
                     "batch_id": result.batch_id,
                 },
             )
             self.metrics.add(names.DECISION_METRIC[d.event_type], "Count", 1)
             if d.event_type == names.EVENT_MARGIN_CALL_ISSUED:  # the risk dashboard's $ at risk
-                self.metrics.add(names.METRIC_TOTAL_DEFICIENCY, "None", d.details.deficiency)
+                self.metrics.add(names.METRIC_TOTAL_DEFICIENCY, "None", float(d.details.deficiency))
             trigger = d.event_id.rsplit(":", 1)[0]
             start = origin.get(trigger, d.timestamp)
             latency_ms = max(0.0, (now - start).total_seconds() * 1000.0)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
+from margin_risk.money import ZERO, exact, to_decimal
 from margin_risk.params import MarginParams
-from margin_risk.rules import DEFAULT_PARAMS, Holding, MarginResult, compute_margin
+from margin_risk.rules import DEFAULT_PARAMS, Holding, MarginResult, margin_of_netted, net
 
 
 @dataclass(frozen=True)
 class ScenarioResult:
-    scenario: float
+    scenario: Decimal
     result: MarginResult
 
     @property
@@ -19,29 +21,32 @@ class ScenarioResult:
         return self.result.deficiency > 0
 
 
-def shocked_price(price: float, beta: float, move: float) -> float:
+@exact
+def shocked_price(price: Decimal | float, beta: Decimal | float, move: Decimal | float) -> Decimal:
     """price * (1 + beta * move), floored at zero."""
-    return max(0.0, price * (1.0 + beta * move))
+    return max(ZERO, to_decimal(price) * (1 + to_decimal(beta) * to_decimal(move)))
 
 
+@exact
 def stress_table(
-    cash: float,
-    holdings: Sequence[Holding],
+    cash: Decimal | float,
+    holdings: Iterable[Holding],
     p: MarginParams = DEFAULT_PARAMS,
-    scenarios: Sequence[float] | None = None,
+    scenarios: Sequence[Decimal] | None = None,
 ) -> list[ScenarioResult]:
-    """One full margin recomputation per SPY move.
+    """One full margin recomputation per SPY move, on the book netted by symbol.
 
     The $5 / $2.50 short floors follow the shocked price; the requirement is not held fixed.
     """
-    grid = p.scenarios if scenarios is None else scenarios
+    grid = p.scenarios if scenarios is None else tuple(to_decimal(s) for s in scenarios)
+    book = net(holdings)
+    c = to_decimal(cash)
     out = []
     for s in grid:
         shocked = [
-            Holding(h.symbol, h.quantity, shocked_price(h.price, h.beta, s), h.beta)
-            for h in holdings
+            Holding(h.symbol, h.quantity, shocked_price(h.price, h.beta, s), h.beta) for h in book
         ]
-        out.append(ScenarioResult(float(s), compute_margin(cash, shocked, p)))
+        out.append(ScenarioResult(s, margin_of_netted(c, shocked, p)))
     return out
 
 

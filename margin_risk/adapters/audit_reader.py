@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from margin_risk.audit import parse_jsonl
+from margin_risk.audit import BadAuditTrail, parse_jsonl
 from margin_risk.models import AuditEvent
 
 
@@ -30,8 +30,10 @@ def read_audit_s3(uri: str, client: Any | None = None) -> list[AuditEvent]:
     keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl"))
+    if not keys:
+        raise BadAuditTrail(f"{uri}: no audit objects (*.jsonl) under this prefix")
     out: list[AuditEvent] = []
     for key in sorted(keys):
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
-        out.extend(parse_jsonl(body))
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        out.extend(parse_jsonl(body, f"s3://{bucket}/{key}"))
     return out

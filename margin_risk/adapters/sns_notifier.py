@@ -26,7 +26,7 @@ class SnsNotifier:
                 {
                     "Id": f"d{n}",
                     "Subject": f"{d.event_type} {d.account_id}"[:100],
-                    "Message": d.model_dump_json(),
+                    "Message": d.to_json(),
                     "MessageAttributes": {
                         "event_type": {"DataType": "String", "StringValue": d.event_type},
                         "event_id": {"DataType": "String", "StringValue": d.event_id},

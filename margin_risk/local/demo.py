@@ -328,7 +328,7 @@ class Demo:
             page = write_dashboard(run_dir / "dashboard", run_dir / "metrics")
             s.dashboard = str(page)
             report = local_report(run_dir / "metrics")
-            s.health = "HEALTHY" if report.healthy else "UNHEALTHY"
+            s.health = report.verdict
         except ImportError as e:  # observability not installed in this checkout
             s.health = f"unavailable ({e})"
 

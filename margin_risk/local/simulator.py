@@ -10,16 +10,17 @@ Spark and the Lambda: the integration test compares the two.
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from margin_risk import names
 from margin_risk.models import MarginCalc
+from margin_risk.money import to_decimal
 from margin_risk.rules import Holding, compute_margin
 
 SESSION_OPEN = datetime(2026, 2, 16, 14, 30, tzinfo=UTC)
@@ -101,11 +102,16 @@ class MarketSimulator:
         return f"{prefix}-{self._ids:07d}"
 
     def _margin(self, a: Account) -> tuple[float, float, float]:
+        """Planning figures only (the roles' leverage): floats are fine here."""
         r = compute_margin(a.cash, self._holdings(a))
-        return r.equity, r.maintenance_req, r.deficiency
+        return float(r.equity), float(r.maintenance_req), float(r.deficiency)
 
     def _holdings(self, a: Account) -> list[Holding]:
-        return [Holding(s, q, self.price[s], self.beta[s]) for s, q in a.positions.items() if q]
+        return [
+            Holding(s, to_decimal(q), to_decimal(self.price[s]), to_decimal(self.beta[s]))
+            for s, q in a.positions.items()
+            if q
+        ]
 
     def _ticks(self, step: Step, moves: dict[str, float]) -> None:
         for s in self.symbols:
@@ -268,10 +274,10 @@ def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
     One margin result per account whose inputs changed in a step, at the step's event time:
     what the Spark job produces when each step is one micro-batch.
     """
-    prices: dict[str, float] = {}
-    betas: dict[str, float] = {}
-    cash: dict[str, float] = defaultdict(float)
-    pos: dict[str, dict[str, float]] = defaultdict(dict)
+    prices: dict[str, Decimal] = {}
+    betas: dict[str, Decimal] = {}
+    cash: dict[str, Decimal] = defaultdict(Decimal)
+    pos: dict[str, dict[str, Decimal]] = defaultdict(dict)
     seen: set[str] = set()
     out: list[MarginCalc] = []
     for step in sim.steps:
@@ -279,15 +285,15 @@ def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
         changed_symbols: set[str] = set()
         for r in step.records:
             try:
-                v = json.loads(r.value)
+                v = json.loads(r.value, parse_float=Decimal, parse_int=Decimal)
             except ValueError:
                 continue
             if r.topic == names.TOPIC_PRICES:
                 px = v.get("price")
-                if not isinstance(px, (int, float)) or not math.isfinite(px) or px < 0:
+                if not isinstance(px, Decimal) or not px.is_finite() or px < 0:
                     continue
-                prices[v["symbol"]] = float(v["price"])
-                betas[v["symbol"]] = float(v.get("beta", 1.0))
+                prices[v["symbol"]] = px
+                betas[v["symbol"]] = v.get("beta", Decimal(1))
                 changed_symbols.add(v["symbol"])
             elif r.topic == names.TOPIC_FILLS:
                 if v["quantity"] <= 0 or v["fill_id"] in seen:
@@ -295,7 +301,7 @@ def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
                 seen.add(v["fill_id"])
                 signed = v["quantity"] if v["side"] in ("BUY", "COVER") else -v["quantity"]
                 pos[v["account_id"]][v["symbol"]] = (
-                    pos[v["account_id"]].get(v["symbol"], 0.0) + signed
+                    pos[v["account_id"]].get(v["symbol"], Decimal(0)) + signed
                 )
                 cash[v["account_id"]] -= signed * v["price"]
                 touched.add(v["account_id"])
@@ -310,7 +316,9 @@ def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
                 touched.add(acct)
         for acct in sorted(touched):
             holdings = [
-                Holding(s, q, prices[s], betas.get(s, 1.0)) for s, q in pos[acct].items() if q
+                Holding(s, q, prices[s], betas.get(s, Decimal(1)))
+                for s, q in pos[acct].items()
+                if q
             ]
             m = compute_margin(cash[acct], holdings)
             out.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,8 @@ def test_the_environments_house_margin_settings_reach_the_job(tmp_path, monkeypa
     req = job_run_request(OUTPUTS, "b:9098", client_token="t", params_json=params_json)
     args = entrypoint.parse_args(req["jobDriver"]["sparkSubmit"]["entryPointArguments"])
     params = MarginParams.from_json(args.params_json)
-    assert params.long_rate == 0.30
-    assert params.short_rate == MarginParams().short_rate == 0.30
+    assert params.long_rate == Decimal("0.30")
+    assert params.short_rate == MarginParams().short_rate == Decimal("0.30")
     assert os.environ["MR_MARGIN__SHORT_RATE"] == "0.99"  # and the shell is left as it was
     assert "MR_MARGIN__LONG_RATE" not in os.environ
 

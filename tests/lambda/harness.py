@@ -83,7 +83,7 @@ class Feed:
         p = partition_of(acct)
         off = self.next_offset[(t, p)]
         self.next_offset[(t, p)] += 1
-        value = raw if raw is not None else event.model_dump_json().encode()  # type: ignore[union-attr]
+        value = raw if raw is not None else event.to_json().encode()  # type: ignore[union-attr]
         return LocalRecord(t, p, off, value, acct.encode(), 1_771_252_200_000 + off)
 
     def records(self, events: Sequence[MarginCalc | StressResult]) -> list[LocalRecord]:

@@ -53,7 +53,7 @@ def test_audit_equals_what_replay_prints(deployment: Deployment, feed: Feed, tmp
         calc("ACC-1", 4_000, -40_000, book(70), "a5"),  # cured, restriction lifted
     ]
     path = tmp_path / "events.jsonl"
-    path.write_text("".join(e.model_dump_json() + "\n" for e in events))
+    path.write_text("".join(e.to_json() + "\n" for e in events))
     printed = run_cli("replay", str(path)).splitlines()
 
     # When the same events go through the handler, four records a batch, in the same order

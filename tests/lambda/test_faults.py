@@ -106,7 +106,7 @@ def test_bad_records_are_rejected_with_a_reason_and_never_block_the_rest(
     deployment: Deployment, feed: Feed
 ):
     good = calc("ACC-G", 0, -40_000, book(50), "g1")
-    valid = json.loads(good.model_dump_json())
+    valid = json.loads(good.to_json())
     negative = {**valid, "event_id": "neg", "deficiency": -5.0}
     missing = {k: v for k, v in valid.items() if k != "equity"} | {"event_id": "miss"}
     records = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_calls_cures_liquidations_and_stress_land_everywhere(deployment: Deploym
     met = next(e for e in audit if e.event_type == "MARGIN_CALL_MET")
     assert met.event_id == "c3:MARGIN_CALL_MET" and "restriction lifted" in met.details.reason
     breach = next(e for e in audit if e.event_type == "STRESS_BREACH")
-    assert breach.details.scenario == -0.08 and breach.details.deficiency == 1_100.0
+    assert breach.details.scenario == Decimal("-0.08") and breach.details.deficiency == 1_100
     liq = next(e for e in audit if e.event_type == "LIQUIDATION_TRIGGERED")
     assert liq.details.equity == -10_000.0 and "negative equity" in liq.details.reason
 

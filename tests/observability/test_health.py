@@ -111,11 +111,89 @@ def test_decisions_without_audit_objects_stall_the_audit_stage(tmp_path: Path) -
     assert "enforcement decisions produced 10" in audit.rule
 
 
-def test_no_metrics_at_all_is_idle_and_healthy(tmp_path: Path) -> None:
+def test_no_metrics_at_all_is_unknown_not_healthy(tmp_path: Path) -> None:
     (tmp_path / "metrics").mkdir()
     report = local_report(tmp_path)
-    assert report.healthy
-    assert {s.status for s in report.stages} == {"IDLE"}
+    assert report.verdict == "UNKNOWN" and not report.healthy
+    assert {s.status for s in report.stages} == {"UNKNOWN"}
+    assert "no data for InputRecords" in report.stages[0].rule
+
+
+@pytest.mark.parametrize("layout", ["empty", "not_emf", "missing_metrics"])
+def test_cli_health_on_an_empty_or_wrong_dir_answers_unknown_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: str
+) -> None:
+    if layout == "not_emf":  # e.g. an audit directory given by mistake
+        (tmp_path / "batch-1.jsonl").write_text('{"event_id": "e1"}\nnot json\n', "utf-8")
+    elif layout == "missing_metrics":
+        (tmp_path / "notes.txt").write_text("no metrics here", "utf-8")
+    code = main(["health", "--metrics-dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert out == ""
+    assert err.startswith("health: UNKNOWN: no metric datapoints in ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_stage_without_any_data_is_unknown_and_the_cli_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    # Only the enforcement function reports: nothing says whether inputs and Spark move.
+    objs = [
+        powertools_emf(
+            1_771_252_200_000 + i * 60_000,
+            {
+                names.METRIC_RECORDS_PROCESSED: (MetricUnit.Count, [10.0]),
+                names.METRIC_AUDIT_OBJECTS: (MetricUnit.Count, [1.0]),
+            },
+        )
+        for i in range(5)
+    ]
+    run = write_run(tmp_path, objs)
+    st = _stages(local_report(run))
+    assert st["inputs"].status == "UNKNOWN"
+    assert st["spark margin results"].status == "UNKNOWN"
+    assert st["enforcement decisions"].status == "OK"
+    assert st["audit objects"].status == "OK"
+    code = main(["health", "--metrics-dir", str(run), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 3
+    doc = json.loads(out)
+    assert doc["verdict"] == "UNKNOWN" and doc["healthy"] is False
+    assert err.startswith("health: UNKNOWN: inputs: no data for InputRecords")
+    assert "spark margin results: no data" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_quiet_audit_stage_is_idle_while_the_enforcement_function_reports(
+    tmp_path: Path,
+) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    # Records processed, no decisions: no audit object is due, and the stage is known to be idle.
+    objs = [
+        powertools_emf(
+            1_771_252_200_000 + i * 60_000,
+            {names.METRIC_RECORDS_PROCESSED: (MetricUnit.Count, [10.0])},
+        )
+        for i in range(5)
+    ]
+    assert _stages(local_report(write_run(tmp_path, objs)))["audit objects"].status == "IDLE"
+
+
+def test_hostile_metric_lines_are_skipped_not_a_crash(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path,
+        simulated_run(minutes=3),
+        extra_lines=[
+            "[" * 100_000,
+            "1" * 5_000,
+            json.dumps(hand_emf(10**300, {names.METRIC_INPUT_RECORDS: 5.0})),
+        ],
+    )
+    report = local_report(run)
+    assert report.verdict == "HEALTHY"
 
 
 def test_cli_health_prints_json_and_exits_2_when_unhealthy(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from decimal import Decimal
 
 from margin_risk.rules import Holding
 
@@ -11,7 +12,7 @@ from margin_risk.rules import Holding
 @dataclass(frozen=True)
 class Book:
     account_id: str
-    cash: float
+    cash: Decimal
     holdings: tuple[Holding, ...]
 
 
@@ -19,8 +20,9 @@ SYMBOLS = [f"S{i:03d}" for i in range(60)]
 
 
 def generate_books(n: int, seed: int = 4) -> list[Book]:
-    """n accounts; ~5% cash-only; prices cluster around $5.00 (exactly 5.00 included);
-    betas up to 15 so scenario prices floor at zero; some positions tiny, some concentrated."""
+    """n accounts; ~5% cash-only; cent prices cluster around $5.00 (exactly 5.00 included);
+    whole and fractional shares; betas up to 15 so scenario prices floor at zero; one row per
+    symbol (the job's positions are netted by symbol)."""
     rng = random.Random(seed)
     books = []
     for i in range(n):
@@ -35,9 +37,14 @@ def generate_books(n: int, seed: int = 4) -> list[Book]:
                 price = round(rng.uniform(4.50, 5.50), 2)
             else:
                 price = round(rng.uniform(0.05, 400.0), 2)
-            qty = float(rng.randint(1, 5000)) * (1 if rng.random() < 0.6 else -1)
+            shares = (
+                Decimal(rng.randint(1, 5000))
+                if rng.random() < 0.85
+                else Decimal(rng.randint(1, 5_000_000)) / 10_000  # fractional shares
+            )
+            qty = shares * (1 if rng.random() < 0.6 else -1)
             beta = rng.choice([1.0, round(rng.uniform(-2.0, 3.0), 2), round(rng.uniform(5, 15), 2)])
-            holdings.append(Holding(sym, qty, price, beta))
-        cash = round(rng.uniform(-200_000, 300_000), 2)
+            holdings.append(Holding(sym, qty, Decimal(repr(price)), Decimal(repr(beta))))
+        cash = Decimal(repr(round(rng.uniform(-200_000, 300_000), 2)))
         books.append(Book(f"ACC{i:05d}", cash, tuple(holdings)))
     return books

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -42,7 +43,7 @@ def read_all(
                 out.append(
                     (
                         (m.key() or b"").decode(),
-                        json.loads(m.value() or b"{}"),
+                        json.loads(m.value() or b"{}", parse_float=Decimal),
                         dict(m.headers() or []),
                         m.partition(),
                         m.offset(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,11 @@ class Run:
         return stats
 
     def long_value_of(self, account: str) -> float:
-        calcs = [json.loads(r["value"]) for r in self.out if r["topic"] == names.TOPIC_MARGIN_CALC]
+        calcs = [
+            json.loads(r["value"], parse_float=Decimal)
+            for r in self.out
+            if r["topic"] == names.TOPIC_MARGIN_CALC
+        ]
         return next(c for c in calcs if c["account_id"] == account)["long_market_value"]
 
     def rejected(self) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
     assert [cents(s["stressed_deficiency"]) for s in last_a["scenarios"]] == [
         cents(r.result.deficiency) for r in ref
     ]
-    assert last_a["worst_scenario"] == worst_scenario(ref).scenario == -0.08
+    assert last_a["worst_scenario"] == worst_scenario(ref).scenario == Decimal("-0.08")
     assert cents(last_a["worst_deficiency"]) == cents(worst_scenario(ref).result.deficiency)
 
     # Every bad record is on rejected.v1 with its reason and raw value

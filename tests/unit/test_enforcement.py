@@ -5,6 +5,8 @@ requirement = 250P, so the account is deficient below P = 26.67 and has equity <
 Warning cushion: excess < 5% of gross = 50P, i.e. 750P - 20,000 < 50P -> P < 28.57.
 """
 
+from decimal import Decimal
+
 from margin_risk import names
 from margin_risk.enforcement import AccountState, Outcome, apply_event, replay
 from margin_risk.params import PolicyParams
@@ -175,7 +177,7 @@ def test_stress_breach_is_informational_and_never_blocks_a_call():
         names.EVENT_STRESS_BREACH,
     ]
     s = r.decisions[0]
-    assert s.details.scenario == 0.06
+    assert s.details.scenario == Decimal("0.06")
     assert s.details.deficiency == 10_800.0
     assert s.details.equity == 6_000.0
     assert s.details.maintenance_req == 16_800.0

@@ -2,6 +2,7 @@
 
 import json
 import random
+from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
@@ -29,7 +30,7 @@ FILL = {
 
 def test_fill_keeps_unknown_fields_and_round_trips():
     f = Fill.model_validate(dict(FILL, venue="XNAS"))
-    out = json.loads(f.model_dump_json())
+    out = json.loads(f.to_json())
     assert out["venue"] == "XNAS"
     assert out["timestamp"] == "2026-02-16T14:30:00Z"
 
@@ -73,7 +74,7 @@ def test_price_beta_optional_and_cash_sign_free():
         {"txn_id": "t", "account_id": "A", "amount": -500, "timestamp": "2026-02-16T14:30:00+01:00",
          "correlation_id": "c"}
     )  # fmt: skip
-    assert json.loads(c.model_dump_json())["timestamp"] == "2026-02-16T13:30:00Z"
+    assert json.loads(c.to_json())["timestamp"] == "2026-02-16T13:30:00Z"
 
 
 def test_house_settings_override_from_environment(monkeypatch):
@@ -81,8 +82,8 @@ def test_house_settings_override_from_environment(monkeypatch):
     monkeypatch.setenv("MR_MARGIN__SCENARIOS", "[-0.05, -0.10]")
     monkeypatch.setenv("MR_POLICY__CALL_DEADLINE_SECONDS", "600")
     s = HouseSettings()
-    assert s.margin.to_params().long_rate == 0.30
-    assert s.margin.to_params().scenarios == (-0.05, -0.10)
+    assert s.margin.to_params().long_rate == Decimal("0.30")
+    assert s.margin.to_params().scenarios == (Decimal("-0.05"), Decimal("-0.10"))
     assert s.policy.to_params().call_deadline_seconds == 600
     monkeypatch.setenv("MR_MARGIN__LONG_RATE", "-1")
     with pytest.raises(ValidationError):

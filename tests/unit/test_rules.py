@@ -1,5 +1,7 @@
 """Spec section 1: maintenance margin, with numbers worked by hand."""
 
+from decimal import Decimal as D
+
 import pytest
 
 from margin_risk.params import MarginParams
@@ -39,7 +41,7 @@ def test_debit_large_enough_to_be_deficient():
     ],
 )
 def test_position_requirement_table(quantity, price, expected):
-    assert position_requirement(quantity, price) == pytest.approx(expected, abs=1e-9)
+    assert position_requirement(quantity, price) == D(str(expected))
 
 
 def test_short_above_five_dollars_with_proceeds_in_cash():
@@ -80,10 +82,10 @@ def test_concentration_addon_is_off_by_default_and_applies_over_the_threshold():
     assert compute_margin(0.0, book).maintenance_req == 25_000.0
     # A is 80,000 of 100,000 gross (> 30%): add 10% of 80,000
     house = MarginParams(concentration_addon=0.10)
-    assert compute_margin(0.0, book, house).maintenance_req == pytest.approx(33_000.0)
+    assert compute_margin(0.0, book, house).maintenance_req == D("33000.0")
 
 
 def test_house_rates_are_settings():
     house = MarginParams(long_rate=0.40, short_per_share=6.0)
-    assert position_requirement(100, 10.0, house) == pytest.approx(400.0)
-    assert position_requirement(-1000, 10.0, house) == pytest.approx(6_000.0)
+    assert position_requirement(100, 10.0, house) == D("400.0")
+    assert position_requirement(-1000, 10.0, house) == D("6000.0")
