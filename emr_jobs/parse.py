@@ -222,6 +222,10 @@ def parse_batch(records: DataFrame) -> DataFrame:
             F.when(topic == t, F.from_json(F.col("raw"), _schema(t), opts)).alias(f"_j{i}")
             for i, t in enumerate(topics)
         ],
+        *[
+            F.when(topic == t, F.from_json(F.col("raw"), _text_schema(t), opts)).alias(f"_t{i}")
+            for i, t in enumerate(topics)
+        ],
     )
 
     def by_topic(per_topic: Dict[str, Column], otherwise: Column) -> Column:
@@ -232,7 +236,10 @@ def parse_batch(records: DataFrame) -> DataFrame:
         return expr.otherwise(otherwise)
 
     j = {t: F.col(f"_j{i}") for i, t in enumerate(topics)}
-    reason = by_topic({t: _reason(t, j[t], F.col("raw")) for t in topics}, F.lit("unknown_topic"))
+    jt = {t: F.col(f"_t{i}") for i, t in enumerate(topics)}
+    reason = by_topic(
+        {t: _reason(t, j[t], F.col("raw"), jt[t]) for t in topics}, F.lit("unknown_topic")
+    )
     event_ts = by_topic(
         {t: j[t][TS_FIELD[t]].cast("timestamp") for t in topics}, F.lit(None).cast("timestamp")
     )
@@ -241,7 +248,12 @@ def parse_batch(records: DataFrame) -> DataFrame:
         if f == "id":
             sources = {t: j[t][n] for t, n in ID_FIELD.items()}
         else:
-            sources = {t: j[t][f] for t in topics if f in {n for n, _, _ in TOPIC_FIELDS[t]}}
+            # numbers exact from their text, at their field's decimal type
+            sources = {
+                t: _wide(jt[t][f]).cast(EXACT[f][0]) if f in EXACT else j[t][f]
+                for t in topics
+                if f in {n for n, _, _ in TOPIC_FIELDS[t]}
+            }
         cols.append(by_topic(sources, F.lit(None)).alias(f) if sources else F.lit(None).alias(f))
     out = parsed.select(
         *[F.col(m) for m in META], "raw", reason.alias("reason"), event_ts.alias("event_ts"), *cols

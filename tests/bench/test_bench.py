@@ -215,6 +215,9 @@ def test_report_has_the_issue_keys_and_renders_a_table():
         "machine": report.machine(),
         "settings": {"mode": "quick"},
         "kernel": {"python_pos_per_s": 1e5, "spark_pos_per_s": 1e4, "numpy_pos_per_s": 2e7},
+        "spark": {"small_batch_s": 0.9, "large_book_batch_s": 1.2, "large_over_small": 1.33,
+                  "jobs_per_batch": 3.0, "state_bytes_per_batch_small": 30000.0,
+                  "state_bytes_per_batch_large": 50000.0},
         "enforcement": {"fake_records_per_s": 6000.0, "records_per_s": 600.0,
                         "ddb_calls_per_batch": 12.0, "s3_puts_per_batch": 1.0},
         "e2e": {"latency_ms_p50": 900.0, "latency_ms_p99": 2000.0, "kept_up": True},
@@ -224,6 +227,8 @@ def test_report_has_the_issue_keys_and_renders_a_table():
     assert set(r["headline"]) == set(report.HEADLINE) and None not in r["headline"].values()
     assert r["targets"]["numpy >= 20M positions/s"]["met"] is True
     assert r["targets"]["e2e p99 < 5 s"]["met"] is True
+    assert r["targets"]["spark large / small batch <= 1.5"]["met"] is True
+    assert r["targets"]["spark 1M-position book batch <= 1.5 s"]["met"] is True
     text = report.table(r)
     assert "kernel.numpy_pos_per_s" in text and "e2e.kept_up" in text
     json.dumps(r)
