@@ -18,16 +18,20 @@ os.environ.setdefault(
 from bench.sections import in_fresh_process, run_section
 from margin_risk.files import unwritable
 
-SECTIONS = ("kernel", "enforcement", "e2e")
+SECTIONS = ("kernel", "spark", "enforcement", "e2e")
 
 
 def settings(quick: bool, spark: bool) -> dict[str, Any]:
     from bench.e2e import E2ESettings
     from bench.enforcement import EnforcementSettings
     from bench.kernel import KernelSettings
+    from bench.spark_batch import SparkBatchSettings
 
     if quick:
         return {
+            "spark": SparkBatchSettings(
+                large_accounts=50_000, large_symbols=2_500, warmup=3, runs=3
+            ),
             "kernel": KernelSettings(
                 accounts=20_000,
                 positions_per_account=10,
@@ -43,6 +47,7 @@ def settings(quick: bool, spark: bool) -> dict[str, Any]:
             "e2e": E2ESettings(duration_s=15.0, drain_timeout_s=180.0),
         }
     return {
+        "spark": SparkBatchSettings(),
         "kernel": KernelSettings(
             accounts=100_000,
             positions_per_account=10,

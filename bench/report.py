@@ -18,6 +18,11 @@ HEADLINE = (
     "kernel.python_pos_per_s",
     "kernel.spark_pos_per_s",
     "kernel.numpy_pos_per_s",
+    "spark.small_batch_s",
+    "spark.large_book_batch_s",
+    "spark.jobs_per_batch",
+    "spark.state_bytes_per_batch_small",
+    "spark.state_bytes_per_batch_large",
     "enforcement.fake_records_per_s",
     "enforcement.records_per_s",
     "enforcement.ddb_calls_per_batch",
@@ -112,8 +117,30 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target of issue #8: the measured value, the bound and whether it is met (None: not
     measured)."""
     k, e, x = r.get("kernel", {}), r.get("enforcement", {}), r.get("e2e", {})
+    sp = r.get("spark", {})
     ratio = k.get("numpy_per_core_over_spark_per_core")
+    small, large = sp.get("state_bytes_per_batch_small"), sp.get("state_bytes_per_batch_large")
     return {
+        "spark small batch <= 1.0 s": {
+            "value": sp.get("small_batch_s"),
+            "met": _le(sp.get("small_batch_s"), 1.0),
+        },
+        "spark 1M-position book batch <= 1.5 s": {
+            "value": sp.get("large_book_batch_s"),
+            "met": _le(sp.get("large_book_batch_s"), 1.5),
+        },
+        "spark large / small batch <= 1.5": {
+            "value": sp.get("large_over_small"),
+            "met": _le(sp.get("large_over_small"), 1.5),
+        },
+        "spark jobs per batch <= 6": {
+            "value": sp.get("jobs_per_batch"),
+            "met": _le(sp.get("jobs_per_batch"), 6.0),
+        },
+        "spark state bytes per batch, large within 2x of small": {
+            "value": (large / small) if small and large else None,
+            "met": _le((large / small) if small and large else None, 2.0),
+        },
         "numpy >= 20M positions/s": {
             "value": k.get("numpy_pos_per_s"),
             "met": _ge(k.get("numpy_pos_per_s"), 20e6),

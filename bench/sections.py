@@ -20,10 +20,11 @@ def _log(msg: str) -> None:
 
 
 def run_section(name: str, section_settings: Any) -> dict[str, Any]:
-    from bench import e2e, enforcement, kernel
+    from bench import e2e, enforcement, kernel, spark_batch
 
     runs: dict[str, Callable[..., dict[str, Any]]] = {
         "kernel": kernel.run,
+        "spark": spark_batch.run,
         "enforcement": enforcement.run,
         "e2e": e2e.run,
     }

@@ -2,32 +2,50 @@
 
 ``process_batch`` is the single code path for production (Spark's Kafka source calling it through
 ``foreachBatch``) and for the local driver (records read from the local broker with
-confluent-kafka, shaped like the Kafka source's rows). Everything inside is a native DataFrame
-expression; the only driver-side work is a handful of small counts.
+confluent-kafka, shaped like the Kafka source's rows).
+
+A batch costs what changed, in at most three Spark jobs:
+
+1. parse and validate every record (one pass) and bring the rows to the driver, which places the
+   dedupe horizon, drops duplicates and works out the batch's changes: position and cash deltas,
+   symbol facts, the symbols whose effective price or beta changed, and the accounts with fills
+   or cash (all proportional to the batch);
+2. only when the batch has fill or cash ids: look them up among the ids applied before the base
+   snapshot (a filtered scan of the cached ids);
+3. one scan of the cached book for the accounts with fills or cash and every holder of a changed
+   symbol, merged with the changes since the base, through the margin and stress kernel into the
+   output records (plus the rejected records), handed to the sink.
+
+Then the driver writes the batch's change log and its commit marker (proportional to the batch,
+not to the book); every so often a compaction writes a new base (see ``emr_jobs.state``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from pyspark import InheritableThread
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from emr_jobs import calc, parse
-from emr_jobs.metrics import MetricsWriter, batch_metrics
-from emr_jobs.state import StateStore
+from emr_jobs.book import BatchChanges, SymbolFacts
+from emr_jobs.metrics import JobLog, MetricsWriter, batch_metrics
+from emr_jobs.state import BETA_TYPE, CASH_TYPE, PRICE_TYPE, QUANTITY_TYPE, StateStore, delta_frame
 from margin_risk import names
 from margin_risk.params import MarginParams
 
 # outputs DataFrame columns: topic, key (string), value (JSON string), headers (Kafka sink shape)
 DEDUPE_HORIZON_HOURS = 168
 REASON_OLDER_THAN_HORIZON = "older_than_dedupe_horizon"
-ID_TOPICS = (names.TOPIC_FILLS, names.TOPIC_CASH)
 Sink = Callable[[DataFrame, int], None]
+HOUR_US = 3_600_000_000
+ZERO = Decimal(0)
 
 
 @dataclass
@@ -41,6 +59,7 @@ class JobContext:
     # How long applied fill/cash ids are remembered, by event time; older records are rejected.
     # The default is the input topics' retention: Kafka cannot redeliver anything older.
     dedupe_horizon_hours: int = DEDUPE_HORIZON_HOURS
+    log: Optional[JobLog] = None
 
 
 @dataclass
@@ -58,6 +77,10 @@ class BatchStats:
     positions: int = 0
     duration_s: float = 0.0
     skipped: bool = False
+    spark_jobs: int = 0  # Spark jobs the batch itself ran (compaction and recovery apart)
+    state_bytes: int = 0  # bytes of durable state the batch wrote (its change log and marker)
+    compaction_s: float = 0.0  # seconds of a compaction after the batch (0: none)
+    compaction_jobs: int = 0
 
 
 def iso(c: Column) -> Column:
@@ -67,44 +90,21 @@ def iso(c: Column) -> Column:
     return F.when(F.date_format(c, "SSSSSS") == "000000", whole).otherwise(frac)
 
 
-def _latest(df: DataFrame, value: str, alias: str) -> DataFrame:
-    """symbol -> the row's value with the greatest (event ts, partition, offset)."""
-    return df.groupBy("symbol").agg(
-        F.max(
-            F.struct(
-                F.col("event_ts").alias("ts"),
-                F.col("partition"),
-                F.col("offset"),
-                F.col(value).cast(calc.PRICE_TYPE).alias("value"),
-            )
-        ).alias(alias)
-    )
+def iso_us(us: int) -> str:
+    """``iso`` in Python, for epoch microseconds."""
+    t = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
+    frac = us % 1_000_000
+    text = t.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{frac:06d}Z" if frac else f"{text}Z"
 
 
-FACTS = ("tick", "tick_beta", "fill", "override")
+def dec(x: Any) -> Decimal:
+    """An exact decimal of a collected number (a double is taken at its shortest text)."""
+    return x if isinstance(x, Decimal) else Decimal(repr(float(x)))
 
 
-def effective_prices(symbols: DataFrame) -> DataFrame:
-    """symbol, price, beta in force: the latest tick (else the latest fill) prices the symbol;
-    a betas.v1 override applies from its as_of on, else the latest tick beta, else 1.0."""
-    ov, tick = F.col("override"), F.col("tick")
-    beta = F.when(
-        ov.isNotNull() & (tick.isNull() | (ov["ts"] <= tick["ts"])), ov["value"]
-    ).otherwise(F.coalesce(F.col("tick_beta")["value"], F.lit(Decimal(1)).cast(calc.PRICE_TYPE)))
-    return symbols.select(
-        "symbol",
-        F.coalesce(tick["value"], F.col("fill")["value"]).alias("price"),
-        beta.alias("beta"),
-    )
-
-
-def _dedupe(valid: DataFrame, id_col: str, kind: str, seen: DataFrame) -> DataFrame:
-    """First occurrence in the batch (by partition, offset), minus ids applied in any earlier
-    batch: a redelivered fill or cash transaction never moves state twice."""
-    w = Window.partitionBy(id_col).orderBy("partition", "offset")
-    first = valid.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn")
-    old = seen.where(F.col("kind") == kind).select(F.col("id").alias(id_col))
-    return first.join(old, id_col, "left_anti")
+def _jobs_tagged(spark: SparkSession, tag: str) -> int:
+    return len(spark.sparkContext._jsc.sc().statusTracker().getJobIdsForTag(tag))
 
 
 def process_batch(
@@ -114,230 +114,432 @@ def process_batch(
     ctx: JobContext,
     commit_extra: Optional[Dict[str, Any]] = None,
 ) -> BatchStats:
-    """Apply one micro-batch of Kafka-source rows; idempotent per batch_id (see state.py)."""
+    """Apply one micro-batch of Kafka-source rows; idempotent per batch_id (see state.py).
+
+    The batch's Spark jobs carry a job tag (not a job group: a streaming query's own group lets
+    stopping the query cancel them) and are counted with the status tracker."""
     started = time.monotonic()
-    if ctx.state.is_committed(batch_id):
+    st = ctx.state
+    if st.is_committed(batch_id):
         return BatchStats(batch_id=batch_id, skipped=True)
-    cache = _BatchCache()
+    st.ensure_current()
+    sc = spark.sparkContext
+    tag = f"margin-batch-{batch_id}-{time.monotonic_ns()}"
+    bytes_before = st.bytes_written
+    sc.addJobTag(tag)
     try:
-        return _apply_batch(batch_df, batch_id, ctx, commit_extra, cache, started)
+        stats = _apply_batch(spark, batch_df, batch_id, ctx, commit_extra)
     finally:
-        cache.release()
+        sc.removeJobTag(tag)
+    stats.spark_jobs = _jobs_tagged(spark, tag)
+    stats.state_bytes = st.bytes_written - bytes_before
+    stats.duration_s = time.monotonic() - started
+    if st.due_for_compaction():
+        ctag = tag + "-compaction"
+        t0 = time.monotonic()
+        sc.addJobTag(ctag)
+        try:
+            st.compact(batch_id)
+        finally:
+            sc.removeJobTag(ctag)
+        stats.compaction_s = time.monotonic() - t0
+        stats.compaction_jobs = _jobs_tagged(spark, ctag)
+    if ctx.metrics is not None:
+        ctx.metrics.write(
+            batch_metrics(
+                stats.input_records,
+                stats.margin_results,
+                stats.stress_results,
+                stats.rejected,
+                stats.duration_s * 1000.0,
+                batch_id,
+            )
+        )
+    return stats
 
 
-class _BatchCache:
-    """The DataFrames one micro-batch caches, released when it ends, whether it succeeded or not:
-    the job runs for days, and a failed batch is retried in the same session."""
+@dataclass
+class _Trigger:
+    """The newest input behind a recalculation: ordered by (event time, topic, partition,
+    offset), like the records' own order."""
 
-    def __init__(self) -> None:
-        self._frames: List[DataFrame] = []
+    event_us: int
+    topic: str
+    partition: int
+    offset: int
+    kafka_us: int
+    symbol: Optional[str]
+    account_id: Optional[str] = None
+    correlation_id: Optional[str] = None
 
-    def __call__(self, df: DataFrame) -> DataFrame:
-        self._frames.append(df.persist())
-        return df
+    def key(self) -> Tuple[int, str, int, int]:
+        return (self.event_us, self.topic, self.partition, self.offset)
 
-    def release(self) -> None:
-        for df in self._frames:
-            df.unpersist()
-        self._frames.clear()
+
+def _trigger(r: Any) -> _Trigger:
+    return _Trigger(
+        int(r["event_us"]),
+        r["topic"],
+        int(r["partition"]),
+        int(r["offset"]),
+        int(r["kafka_us"]),
+        r["symbol"],
+        r["account_id"],
+        r["correlation_id"],
+    )
+
+
+def _newest(rows: List[Any]) -> _Trigger:
+    return max((_trigger(r) for r in rows), key=_Trigger.key)
 
 
 def _apply_batch(
+    spark: SparkSession,
     batch_df: DataFrame,
     batch_id: int,
     ctx: JobContext,
     commit_extra: Optional[Dict[str, Any]],
-    cache: _BatchCache,
-    started: float,
 ) -> BatchStats:
     st = ctx.state
-    base = st.last_committed(below=batch_id)
+    book = st.driver
 
-    records = cache(parse.with_meta(batch_df))
-    # Persisted per topic: the symbol facts, the triggers, the rejected outputs, the id hours and
-    # the counts all read the parsed rows, and each read parsed the JSON again (a price record
-    # was parsed four times per batch; measured 2.70 -> 2.33 s per 5,000-record batch).
-    parsed = {t: cache(parse.parse_topic(records, t)) for t in parse.TOPIC_FIELDS}
-    batch_hours, arrival_hour = _id_hours(parsed, ID_TOPICS)
-    seen = st.seen_manifest(base).advance(batch_hours, arrival_hour, ctx.dedupe_horizon_hours)
-    if seen.cutoff is not None:
-        too_old = event_hour(F.col("event_ts")) < F.lit(seen.cutoff)
-        for t in ID_TOPICS:
-            parsed[t] = parsed[t].withColumn(
-                "reason",
-                F.coalesce(F.col("reason"), F.when(too_old, F.lit(REASON_OLDER_THAN_HORIZON))),
-            )
-    valid = {t: df.where(F.col("reason").isNull()) for t, df in parsed.items()}
-    seen_old = st.load_seen(seen)
+    # --- job 1: every record parsed and validated, to the driver -------------------------------
+    rows = parse.parse_batch(parse.with_meta(batch_df)).collect()
+    per_topic: Dict[str, int] = {}
+    for r in rows:
+        per_topic[r["topic"]] = per_topic.get(r["topic"], 0) + 1
+    batch_key = hashlib.sha256(
+        "\n".join(sorted(f"{r['topic']}:{r['partition']}:{r['offset']}" for r in rows)).encode()
+    ).hexdigest()
+    rejected: List[Tuple[Any, str]] = []
+    valid: Dict[str, List[Any]] = {t: [] for t in parse.TOPIC_FIELDS}
+    for r in sorted(rows, key=lambda r: (r["topic"], r["partition"], r["offset"])):
+        if r["reason"] is not None:
+            rejected.append((r, r["reason"]))
+        else:
+            valid[r["topic"]].append(r)
 
-    fills = _dedupe(valid[names.TOPIC_FILLS], "fill_id", "fill", seen_old)
-    fills = cache(
-        fills.withColumn(
-            "signed",
-            F.when(F.col("side").isin("BUY", "COVER"), F.col("quantity")).otherwise(
-                -F.col("quantity")
+    # --- the dedupe horizon and duplicates -------------------------------------------------------
+    kinds = {names.TOPIC_FILLS: "fill", names.TOPIC_CASH: "cash"}
+    with_ids = [r for t in kinds for r in valid[t]]
+    hours = sorted({int(r["event_us"]) // HOUR_US for r in with_ids})
+    arrival = max((int(r["kafka_us"]) // HOUR_US for r in with_ids), default=None)
+    horizon = book.horizon.advance(hours, arrival, ctx.dedupe_horizon_hours)
+    first: Dict[Tuple[str, str], Any] = {}
+    for t, kind in kinds.items():
+        kept = []
+        for r in valid[t]:  # in (partition, offset) order
+            if not horizon.remembers(int(r["event_us"]) // HOUR_US):
+                rejected.append((r, REASON_OLDER_THAN_HORIZON))
+                continue
+            kept.append(r)
+            first.setdefault((kind, r["id"]), r)
+        valid[t] = kept
+    unseen = [k for k in first if not book.is_seen(k[0], k[1], horizon)]
+    # --- job 2 (only with fill or cash ids): ids applied before the base snapshot --------------
+    before_base = st.seen_ids(unseen)
+    applied_rows = {
+        k: r for k, r in first.items()
+        if k in unseen and not (k in before_base and horizon.remembers(before_base[k]))
+    }  # fmt: skip
+    fills = [r for (kind, _), r in applied_rows.items() if kind == "fill"]
+    cash = [r for (kind, _), r in applied_rows.items() if kind == "cash"]
+    fills.sort(key=lambda r: (r["partition"], r["offset"]))
+    cash.sort(key=lambda r: (r["partition"], r["offset"]))
+
+    # --- the batch's changes ---------------------------------------------------------------------
+    ch = BatchChanges(horizon=horizon)
+    own: Dict[str, List[Any]] = {}
+    for r in fills:
+        q = dec(r["quantity"])
+        signed = q if r["side"] in ("BUY", "COVER") else -q
+        k = (r["account_id"], r["symbol"])
+        ch.positions[k] = ch.positions.get(k, ZERO) + signed
+        ch.cash[r["account_id"]] = ch.cash.get(r["account_id"], ZERO) - signed * dec(r["price"])
+        own.setdefault(r["account_id"], []).append(r)
+    for r in cash:
+        ch.cash[r["account_id"]] = ch.cash.get(r["account_id"], ZERO) + dec(r["amount"])
+        own.setdefault(r["account_id"], []).append(r)
+    ch.applied = [
+        (kind, r["id"], int(r["event_us"]) // HOUR_US) for (kind, _), r in applied_rows.items()
+    ]
+
+    # Symbol facts of the batch: the latest of each kind by (event time, partition, offset).
+    facts: Dict[str, SymbolFacts] = {}
+    sym_records: Dict[str, List[Any]] = {}
+
+    def note(sym: str, kind: str, r: Any, value: Any) -> None:
+        f = facts.setdefault(sym, SymbolFacts())
+        new = (int(r["event_us"]), int(r["partition"]), int(r["offset"]), dec(value))
+        cur = getattr(f, kind)
+        if cur is None or new[:3] > cur[:3]:
+            setattr(f, kind, new)
+
+    for r in valid[names.TOPIC_PRICES]:
+        note(r["symbol"], "tick", r, r["price"])
+        if r["beta"] is not None:
+            note(r["symbol"], "tick_beta", r, r["beta"])
+        sym_records.setdefault(r["symbol"], []).append(r)
+    for r in valid[names.TOPIC_BETAS]:
+        note(r["symbol"], "override", r, r["beta"])
+        sym_records.setdefault(r["symbol"], []).append(r)
+    for r in fills:
+        note(r["symbol"], "fill", r, r["price"])
+        sym_records.setdefault(r["symbol"], []).append(r)
+    sym_trig: Dict[str, _Trigger] = {}
+    for s, f in facts.items():
+        old = book.symbols.get(s)
+        new = (old or SymbolFacts()).merged(f)
+        if old is None or old.effective() != new.effective():
+            sym_trig[s] = _newest(sym_records[s])
+            new.changed_ts = max(sym_trig[s].event_us, new.changed_ts or sym_trig[s].event_us)
+        ch.symbols[s] = new
+    # An account's own newest time counts the price changes of the symbols its fills touched
+    # (a position it closes no longer carries its symbol's time into later results).
+    for a, recs in own.items():
+        ts = [int(r["event_us"]) for r in recs]
+        for r in recs:
+            old = book.symbols.get(r["symbol"]) if r["topic"] == names.TOPIC_FILLS else None
+            if old is not None and old.changed_ts is not None:
+                ts.append(old.changed_ts)
+        ch.own_ts[a] = max(ts)
+
+    # --- job 3: margin and stress of the affected accounts, out to the sink ---------------------
+    release: List[DataFrame] = []
+    try:
+        outputs, observation = _outputs(spark, ctx, ch, own, sym_trig, rejected, batch_key, release)
+        ctx.sink(outputs, batch_id)
+        counts = _observed(observation, outputs)
+    finally:
+        for df in release:
+            df.unpersist(blocking=True)
+    n_acc = int(counts.get("accounts") or 0)
+    if ctx.log is not None:
+        ctx.log.results_emitted(
+            batch_id,
+            n_acc,
+            [r["correlation_id"] for r in fills + cash],
+            [f"{t.topic}:{s}:{iso_us(t.event_us)}" for s, t in sym_trig.items()],
+        )
+
+    # --- durable state: the change log, then the commit marker ---------------------------------
+    st.write_log(batch_id, ch)
+    st.commit(batch_id, commit_extra)
+    st.applied(batch_id, ch)
+
+    rejected_by_reason: Dict[str, int] = {}
+    rejected_by_topic: Dict[str, int] = {}
+    for r, reason in rejected:
+        rejected_by_reason[reason] = rejected_by_reason.get(reason, 0) + 1
+        rejected_by_topic[r["topic"]] = rejected_by_topic.get(r["topic"], 0) + 1
+    accepted = {
+        t: n - rejected_by_topic.get(t, 0) for t, n in per_topic.items() if t in parse.TOPIC_FIELDS
+    }
+    dupes = accepted.get(names.TOPIC_FILLS, 0) + accepted.get(names.TOPIC_CASH, 0)
+    dupes -= len(fills) + len(cash)
+    return BatchStats(
+        batch_id=batch_id,
+        input_records=len(rows),
+        accepted=accepted,
+        duplicates=dupes,
+        rejected=rejected_by_reason,
+        margin_results=n_acc,
+        stress_results=n_acc,
+        accounts=n_acc,
+        positions=int(counts.get("positions") or 0),
+    )
+
+
+def _observed(obs: Optional[Observation], outputs: DataFrame) -> Dict[str, Any]:
+    """The counts observed while the sink wrote the outputs. A sink that never evaluated the
+    frame would leave ``Observation.get`` waiting forever, so the metrics are read only when
+    present (the field behind it is private: read through reflection), else counted with a
+    job of their own (positions then unknown)."""
+    if obs is None:
+        return {}
+    jo = obs._jo
+    assert jo is not None
+    # Query listeners run on the listener bus, after the action returned.
+    outputs.sparkSession.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(10_000)
+    fld = jo.getClass().getDeclaredField("metrics")
+    fld.setAccessible(True)
+    if fld.get(jo).isDefined():
+        return dict(obs.get)
+    n = outputs.where(F.col("topic") == names.TOPIC_MARGIN_CALC).count()
+    return {"accounts": n, "positions": None}
+
+
+def _outputs(
+    spark: SparkSession,
+    ctx: JobContext,
+    ch: BatchChanges,
+    own: Dict[str, List[Any]],
+    sym_trig: Dict[str, _Trigger],
+    rejected: List[Tuple[Any, str]],
+    batch_key: str,
+    release: List[DataFrame],
+) -> Tuple[DataFrame, Optional[Observation]]:
+    """The batch's output records (results of every affected account, then the rejected
+    records) and the observation that counts them while the sink writes them."""
+    st = ctx.state
+    d = st.driver
+    rejected_df = spark.createDataFrame(
+        [_rejected_record(r, reason) for r, reason in rejected], _OUTPUT_SCHEMA
+    )
+    if not own and not sym_trig:  # nothing to recalculate
+        return rejected_df, None
+    # The book after this batch, as the changes since the base plus this batch's.
+    after = type(d)(positions=dict(d.positions), cash=dict(d.cash), own_ts=dict(d.own_ts))
+    for k, q in ch.positions.items():
+        after.positions[k] = after.positions.get(k, ZERO) + q
+    for a, c in ch.cash.items():
+        after.cash[a] = after.cash.get(a, ZERO) + c
+    for a, t in ch.own_ts.items():
+        after.own_ts[a] = max(t, after.own_ts.get(a, t))
+    changed = sorted(sym_trig)
+    forced = sorted(own)
+    # Accounts whose changed-symbol holdings came after the base are not found by the book scan.
+    delta_holders = sorted({a for (a, s) in after.positions if s in sym_trig} - set(forced))
+
+    # Symbols: the cached table, overridden by those changed since it was cached (this batch's
+    # changed symbols carry their trigger).
+    recent = sorted(d.symbols_since_table | set(ch.symbols))
+    if len(recent) > 0 and len(d.symbols_since_table) >= _symbol_table_refresh():
+        st.refresh_symbol_table()
+        recent = sorted(ch.symbols)
+    sym_rows = []
+    for s in recent:
+        f = ch.symbols.get(s) or d.symbols[s]
+        price, beta = f.effective()
+        trig = sym_trig.get(s)
+        sym_rows.append(
+            (s, price, beta, f.changed_ts, trig is not None,
+             *((trig.event_us, trig.topic, trig.partition, trig.offset, trig.kafka_us,
+                trig.symbol, trig.account_id) if trig else (None,) * 7))
+        )  # fmt: skip
+    recent_df = spark.createDataFrame(sym_rows, _RECENT_SCHEMA)
+    assert st.symbol_table is not None
+    symbols = (
+        st.symbol_table.join(recent_df.select("symbol"), "symbol", "left_anti")
+        .select(
+            "*",
+            F.lit(False).alias("changed"),
+            *[F.lit(None).cast(t).alias(c) for c, t in _TRIG_COLUMNS],
+        )
+        .unionByName(recent_df)
+    )
+
+    forced_rows = []
+    for a in forced:
+        n = _newest(own[a])
+        forced_rows.append(
+            (a, n.event_us, n.topic, n.partition, n.offset, n.kafka_us, n.symbol,
+             n.correlation_id, len(own[a]))
+        )  # fmt: skip
+    forced_df = spark.createDataFrame(forced_rows, _FORCED_SCHEMA)
+
+    # One scan of the cached book: accounts with fills or cash, and holders of changed symbols.
+    assert st.book is not None
+    # The literals go to the JVM as one SQL text, not one call per value.
+    conds = []
+    if forced or delta_holders:
+        conds.append(f"account_id IN ({_sql_strings(forced + delta_holders)})")
+    if changed:
+        conds.append(f"arrays_overlap(positions.symbol, array({_sql_strings(changed)}))")
+    hit = F.expr(" OR ".join(conds))
+    scan = st.book.where(hit).select(
+        "account_id", F.posexplode_outer("positions").alias("i", "p"), "cash", "last_ts"
+    )
+    first_row = F.col("i").isNull() | (F.col("i") == 0)  # carries the account's cash and time
+    rows = scan.select(
+        "account_id",
+        F.col("p.symbol").alias("symbol"),
+        F.col("p.quantity").alias("quantity"),
+        F.when(first_row, F.col("cash")).alias("cash"),
+        F.when(first_row, F.col("last_ts")).alias("last_ts"),
+    ).unionByName(delta_frame(spark, after))
+    # Per (account, symbol): the net position (a row without a symbol carries only cash/time).
+    netted = rows.groupBy("account_id", "symbol").agg(
+        F.sum("quantity").cast(QUANTITY_TYPE).alias("quantity"),
+        F.sum("cash").cast(CASH_TYPE).alias("cash"),
+        F.max("last_ts").alias("last_ts"),
+    )
+    priced = calc.kernel_rows(netted.join(symbols, "symbol", "left"), ctx.params)
+    held_now = (
+        F.col("symbol").isNotNull() & F.col("quantity").isNotNull() & (F.col("quantity") != 0)
+    )
+    held_changed = held_now & F.col("changed")
+    trig_col = F.struct(*[F.col(c) for c, _ in _TRIG_COLUMNS])
+    per_account = (
+        priced.groupBy("account_id")
+        .agg(
+            F.sum("cash").cast(CASH_TYPE).alias("cash"),
+            F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts")))).alias(
+                "ts_us"
             ),
+            F.max(F.when(held_changed, trig_col)).alias("sym_newest"),
+            F.sum(
+                F.when(
+                    held_changed
+                    & (F.col("t_account").isNull() | (F.col("t_account") != F.col("account_id"))),
+                    1,
+                ).otherwise(0)
+            ).alias("sym_inputs"),
+            F.max(F.when(held_changed, True)).alias("holds_changed"),
+            F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
+            *calc.kernel_aggregates(held_now, ctx.params),
         )
+        .join(forced_df, "account_id", "left")
+        .where(F.col("own_count").isNotNull() | F.col("holds_changed"))
     )
-    cash = cache(_dedupe(valid[names.TOPIC_CASH], "txn_id", "cash", seen_old))
-    prices = valid[names.TOPIC_PRICES]
-    betas = valid[names.TOPIC_BETAS]
-
-    # --- symbols: latest price / beta facts ---------------------------------------------------
-    # Persisted (like trig below): the snapshot write, the changed-symbol test and the triggers
-    # all read it, and each read recomputed four aggregations and three joins.
-    batch_sym = cache(
-        _latest(prices, "price", "tick")
-        .join(
-            _latest(prices.where(F.col("beta").isNotNull()), "beta", "tick_beta"), "symbol", "full"
-        )
-        .join(_latest(fills, "price", "fill"), "symbol", "full")
-        .join(_latest(betas, "beta", "override"), "symbol", "full")
+    margin = calc.kernel_finish(per_account, ctx.params, priced.where(held_now))
+    own_newest = F.struct(
+        F.col("o_event_us").alias("event_us"),
+        F.col("o_topic").alias("topic"),
+        F.col("o_partition").alias("partition"),
+        F.col("o_offset").alias("offset"),
+        F.col("o_kafka_us").alias("kafka_us"),
+        F.col("o_symbol").alias("symbol"),
     )
-    sym_old = st.load("symbols", base)
-    o, n = sym_old.alias("o"), batch_sym.alias("n")
-    sym_new = o.join(n, F.col("o.symbol") == F.col("n.symbol"), "full").select(
-        F.coalesce(F.col("o.symbol"), F.col("n.symbol")).alias("symbol"),
-        *[F.greatest(F.col(f"o.{f}"), F.col(f"n.{f}")).alias(f) for f in FACTS],
+    sym_newest = F.struct(*[F.col("sym_newest")[c].alias(c[2:]) for c, _ in _TRIG_COLUMNS[:6]])
+    newest = (
+        F.when(F.col("o_event_us").isNull(), sym_newest)
+        .when(F.col("sym_newest").isNull(), own_newest)
+        .otherwise(F.greatest(own_newest, sym_newest))
     )
-    sym_new = st.save("symbols", batch_id, sym_new)
-
-    eff_old = effective_prices(sym_old.join(batch_sym.select("symbol"), "symbol", "left_semi"))
-    eff_new = effective_prices(sym_new.join(batch_sym.select("symbol"), "symbol", "left_semi"))
-    changed = (
-        eff_new.alias("a")
-        .join(eff_old.alias("b"), "symbol", "left")
-        .where(
-            ~F.col("a.price").eqNullSafe(F.col("b.price"))
-            | ~F.col("a.beta").eqNullSafe(F.col("b.beta"))
-        )
-        .select("symbol")
+    out = margin.select(
+        "*",
+        newest.alias("newest"),
+    ).select(
+        "account_id",
+        "m",
+        "scenarios_full",
+        "worst_scenario",
+        "worst_deficiency",
+        "_positions",
+        iso(F.timestamp_micros(F.greatest("ts_us", "o_event_us"))).alias("timestamp"),
+        iso(F.timestamp_micros(F.col("newest.kafka_us"))).alias("origin_ts"),
+        F.coalesce(
+            F.col("o_correlation_id"),
+            F.concat_ws(
+                ":",
+                F.col("newest.topic"),
+                F.col("newest.symbol"),
+                iso(F.timestamp_micros(F.col("newest.event_us"))),
+            ),
+        ).alias("correlation_id"),
+        (F.coalesce("own_count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
     )
-
-    # --- positions -----------------------------------------------------------------------------
-    pos_old = st.load("positions", base)
-    delta = fills.groupBy("account_id", "symbol").agg(F.sum("signed").alias("quantity"))
-    pos_new = (
-        pos_old.unionByName(delta)
-        .groupBy("account_id", "symbol")
-        .agg(F.sum("quantity").cast(calc.QUANTITY_TYPE).alias("quantity"))
-        .where(F.col("quantity") != 0)
-    )
-    pos_new = st.save("positions", batch_id, pos_new)
-
-    # --- triggers: the batch's inputs that contribute to each account ---------------------------
-    trig_cols = ["account_id", "event_ts", "topic", "partition", "offset", "kafka_ts", "symbol"]
-    sym_records = (
-        prices.select("symbol", "event_ts", "topic", "partition", "offset", "kafka_ts")
-        .unionByName(betas.select("symbol", "event_ts", "topic", "partition", "offset", "kafka_ts"))
-        .unionByName(fills.select("symbol", "event_ts", "topic", "partition", "offset", "kafka_ts"))
-    )
-    sym_trig = (
-        sym_records.join(changed, "symbol", "left_semi")
-        .groupBy("symbol")
-        .agg(F.max(F.struct("event_ts", "topic", "partition", "offset", "kafka_ts")).alias("t"))
-        .select("symbol", "t.*")
-    )
-    triggers = (
-        fills.select(*trig_cols, "correlation_id")
-        .unionByName(
-            cash.select(
-                *trig_cols[:-1], F.lit(None).cast("string").alias("symbol"), "correlation_id"
-            )
-        )
-        .unionByName(
-            pos_new.select("account_id", "symbol")
-            .join(sym_trig, "symbol")
-            .select(*trig_cols, F.lit(None).cast("string").alias("correlation_id"))
-        )
-        .dropDuplicates(["account_id", "topic", "partition", "offset"])
-    )
-    order = ["event_ts", "topic", "partition", "offset"]
-    # Persisted: the accounts snapshot and the outputs both need it, and without the cache the
-    # outputs job recomputed the whole trigger lineage (six Spark jobs, ~0.6 s per batch).
-    trig = cache(
-        triggers.groupBy("account_id").agg(
-            F.max(F.struct(*order, "kafka_ts", "symbol")).alias("newest"),
-            F.max(
-                F.when(F.col("correlation_id").isNotNull(), F.struct(*order, "correlation_id"))
-            ).alias("newest_corr"),
-            F.count(F.lit(1)).alias("input_count"),
-            F.array_join(
-                F.array_sort(F.collect_list(F.concat_ws(":", "topic", "partition", "offset"))), ","
-            ).alias("ikeys"),
-        )
-    )
-
-    # --- accounts: cash and the newest contributing event time ---------------------------------
-    acc_old = st.load("accounts", base)
-    # Trade-date cash: a fill moves cash by -signed quantity x fill price (a buy on margin
-    # leaves a debit balance, a short sale credits its proceeds), a cash.v1 record by its amount.
-    moves = ["account_id", "topic", "partition", "offset"]
-    cash_moves = cash.select(
-        *moves, F.col("amount").cast(calc.CASH_TYPE).alias("amount")
-    ).unionByName(
-        fills.select(
-            *moves, (-F.col("signed") * F.col("price")).cast(calc.CASH_TYPE).alias("amount")
-        )
-    )
-    # Exact decimals: the sum is the same in any order, so a replayed batch reproduces it.
-    cash_delta = cash_moves.groupBy("account_id").agg(
-        F.sum("amount").cast(calc.CASH_TYPE).alias("delta")
-    )
-    acc_new = (
-        acc_old.join(cash_delta, "account_id", "full")
-        .join(
-            trig.select("account_id", F.col("newest.event_ts").alias("trig_ts")),
-            "account_id",
-            "full",
-        )
-        .select(
-            "account_id",
-            (F.coalesce(F.col("cash"), F.lit(0)) + F.coalesce(F.col("delta"), F.lit(0)))
-            .cast(calc.CASH_TYPE)
-            .alias("cash"),
-            F.greatest(F.col("last_ts"), F.col("trig_ts")).alias("last_ts"),
-        )
-    )
-    acc_new = st.save("accounts", batch_id, acc_new)
-
-    # --- margin and stress for every account whose inputs changed ------------------------------
-    affected = trig.join(acc_new, "account_id")
-    holdings = (
-        pos_new.join(affected.select("account_id"), "account_id", "left_semi")
-        .join(effective_prices(sym_new), "symbol")
-        .select("account_id", "symbol", "quantity", "price", "beta")
-    )
-    p = ctx.params
-    out = (
-        calc.account_margin(holdings, affected.select("account_id", "cash"), p)
-        .join(affected.drop("cash"), "account_id")
-        .select(
-            "account_id",
-            "m",
-            "scenarios_full",
-            "worst_scenario",
-            "worst_deficiency",
-            iso(F.col("last_ts")).alias("timestamp"),
-            iso(F.col("newest.kafka_ts")).alias("origin_ts"),
-            F.coalesce(
-                F.col("newest_corr.correlation_id"),
-                F.concat_ws(
-                    ":",
-                    F.col("newest.topic"),
-                    F.col("newest.symbol"),
-                    iso(F.col("newest.event_ts")),
-                ),
-            ).alias("correlation_id"),
-            "input_count",
-            "ikeys",
-        )
+    observation = Observation(f"margin-batch-{time.monotonic_ns()}")
+    out = out.observe(
+        observation,
+        F.count(F.lit(1)).alias("accounts"),
+        F.sum("_positions").alias("positions"),
     )
 
     def event_id(topic: str) -> Column:
-        return F.substring(
-            F.sha2(F.concat_ws("|", F.lit(topic), F.col("account_id"), F.col("ikeys")), 256), 1, 32
-        )
+        key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.lit(batch_key))
+        return F.substring(F.sha2(key, 256), 1, 32)
 
     tail = ["correlation_id", "origin_ts", "input_count"]
     margin_json = F.to_json(
@@ -379,209 +581,64 @@ def _apply_batch(
             headers.alias("headers"),
         )
 
-    # Both results of an account from one pass over ``out`` (a union of two selects would
-    # compute every fold twice, or need ``out`` cached).
     results = out.select(
         F.explode(
             F.array(
                 result(names.TOPIC_MARGIN_CALC, margin_json),
                 result(names.TOPIC_STRESS, stress_json),
             )
-        ).alias("r")
+        ).alias("r"),
     ).select("r.*")
+    return results.unionByName(rejected_df), observation
 
-    rejected = parse.rejected_rows(records, parsed)
-    rejected_out = rejected.select(
-        F.lit(names.TOPIC_REJECTED).alias("topic"),
-        F.coalesce(F.col("key_str"), F.concat_ws(":", "topic", "partition", "offset")).alias("key"),
-        F.to_json(
-            F.struct(
-                F.col("topic").alias("source_topic"),
-                "partition",
-                "offset",
-                F.col("key_str").alias("key"),
-                "reason",
-                F.col("raw").alias("value"),
-                iso(F.col("kafka_ts")).alias("timestamp"),
-            )
-        ).alias("value"),
-        F.array(
-            F.struct(
-                F.lit(names.HEADER_ORIGIN_TS).alias("key"),
-                F.encode(iso(F.col("kafka_ts")), "UTF-8").alias("value"),
-            )
-        ).alias("headers"),
+
+def _sql_strings(values: List[str]) -> str:
+    """SQL string literals (quotes and backslashes escaped), comma-separated."""
+    return ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+
+
+def _symbol_table_refresh() -> int:
+    from emr_jobs.state import SYMBOL_TABLE_REFRESH
+
+    return SYMBOL_TABLE_REFRESH
+
+
+_TRIG_COLUMNS = (
+    ("t_event_us", "long"),
+    ("t_topic", "string"),
+    ("t_partition", "int"),
+    ("t_offset", "long"),
+    ("t_kafka_us", "long"),
+    ("t_symbol", "string"),
+    ("t_account", "string"),
+)
+_RECENT_SCHEMA = (
+    f"symbol string, price {PRICE_TYPE}, beta {BETA_TYPE}, changed_ts long, changed boolean, "
+    + ", ".join(f"{c} {t}" for c, t in _TRIG_COLUMNS)
+)
+_FORCED_SCHEMA = (
+    "account_id string, o_event_us long, o_topic string, o_partition int, o_offset long, "
+    "o_kafka_us long, o_symbol string, o_correlation_id string, own_count int"
+)
+_OUTPUT_SCHEMA = (
+    "topic string, key string, value string, headers array<struct<key:string,value:binary>>"
+)
+
+
+def _rejected_record(r: Any, reason: str) -> Tuple[Any, ...]:
+    """A rejected.v1 record (the shape the job has always written; null fields left out)."""
+    at = iso_us(int(r["kafka_us"]))
+    body = {
+        "source_topic": r["topic"],
+        "partition": r["partition"],
+        "offset": r["offset"],
+        "key": r["key_str"],
+        "reason": reason,
+        "value": r["raw"],
+        "timestamp": at,
+    }
+    value = json.dumps({k: v for k, v in body.items() if v is not None}, separators=(",", ":"))
+    key = (
+        r["key_str"] if r["key_str"] is not None else f"{r['topic']}:{r['partition']}:{r['offset']}"
     )
-    outputs = results.unionByName(rejected_out)
-
-    # Emit as soon as the results exist; the applied ids and the counts follow. Safe because the
-    # commit marker is still written last: a crash before it replays the batch from the same base
-    # state and records, which emits the same results under the same event ids (consumers dedupe).
-    ctx.sink(outputs, batch_id)
-
-    # New versions of the event hours this batch's ids fall in; other hours keep theirs.
-    live_hours = [h for h in batch_hours if seen.remembers(h)]
-
-    def write_applied_ids() -> None:
-        if not live_hours:
-            return
-        hour = event_hour(F.col("event_ts")).alias("hour")
-        applied_ids = fills.select(
-            F.lit("fill").alias("kind"), F.col("fill_id").alias("id"), hour
-        ).unionByName(cash.select(F.lit("cash").alias("kind"), F.col("txn_id").alias("id"), hour))
-        st.write_seen(
-            batch_id, seen_old.where(F.col("hour").isin(live_hours)).unionByName(applied_ids)
-        )
-
-    # The applied ids and the counts are independent: both jobs run at once.
-    _, counts = _concurrently(
-        write_applied_ids,
-        lambda: _batch_counts(records, rejected, fills, cash, affected, holdings),
-    )
-    seen = seen.written(batch_id, live_hours)
-    per_topic = counts.get("in", {})
-    rejected_by_reason = counts.get("rejected", {})
-    accepted = {t: c for t, c in per_topic.items() if t in parse.TOPIC_FIELDS}
-    for t, n_rej in counts.get("rejected_topic", {}).items():
-        if t in accepted:
-            accepted[t] -= n_rej
-    applied = sum(counts.get("applied", {}).values())
-    dupes = accepted.get(names.TOPIC_FILLS, 0) + accepted.get(names.TOPIC_CASH, 0) - applied
-    summary = {"n": counts.get("out", {}).get("accounts", 0),
-               "pos": counts.get("out", {}).get("positions", 0)}  # fmt: skip
-
-    st.commit(batch_id, seen, commit_extra)
-
-    n_acc = int(summary["n"])
-    stats = BatchStats(
-        batch_id=batch_id,
-        input_records=sum(per_topic.values()),
-        accepted=accepted,
-        duplicates=dupes,
-        rejected=rejected_by_reason,
-        margin_results=n_acc,
-        stress_results=n_acc,
-        accounts=n_acc,
-        positions=int(summary["pos"] or 0),
-        duration_s=time.monotonic() - started,
-    )
-    if ctx.metrics is not None:
-        ctx.metrics.write(
-            batch_metrics(
-                stats.input_records,
-                n_acc,
-                n_acc,
-                rejected_by_reason,
-                stats.duration_s * 1000.0,
-                batch_id,
-            )
-        )
-    return stats
-
-
-def _concurrently(*calls: Callable[[], Any]) -> List[Any]:
-    """Run independent driver-side calls that each submit Spark jobs at the same time and return
-    their results in order; the first failure is raised. Spark's scheduler takes jobs from many
-    threads, and most of a small job's time is fixed cost the driver spends waiting.
-
-    The first call runs in this thread, the others in ``InheritableThread``s: they carry this
-    thread's Spark local properties (a streaming query's job group, so stopping the query also
-    cancels their jobs) and close their JVM connection when done (plain threads leak one per
-    thread in pinned-thread mode, i.e. one per micro-batch here)."""
-    results: List[Any] = [None] * len(calls)
-    errors: List[Optional[BaseException]] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        try:
-            results[i] = calls[i]()
-        except BaseException as exc:  # re-raised in the caller's thread below
-            errors[i] = exc
-
-    threads = [InheritableThread(run, args=(i,)) for i in range(1, len(calls))]
-    for t in threads:
-        t.start()
-    run(0)
-    for t in threads:
-        t.join()
-    for exc in errors:
-        if exc is not None:
-            raise exc
-    return results
-
-
-def event_hour(ts: Column) -> Column:
-    """Whole hours since the epoch (UTC) of a timestamp: the seen table's bucket."""
-    return F.floor(ts.cast("double") / 3600).cast("long")
-
-
-def _id_hours(
-    parsed: Dict[str, DataFrame], topics: Sequence[str]
-) -> Tuple[List[int], Optional[int]]:
-    """The event hours of the batch's valid records of ``topics`` and the newest hour of their
-    Kafka timestamps, in one small Spark job: the driver needs them to place the horizon."""
-    df: Optional[DataFrame] = None
-    for t in topics:
-        part = (
-            parsed[t]
-            .where(F.col("reason").isNull())
-            .select(
-                event_hour(F.col("event_ts")).alias("h"), event_hour(F.col("kafka_ts")).alias("a")
-            )
-        )
-        df = part if df is None else df.unionByName(part)
-    assert df is not None
-    row = df.agg(F.collect_set("h").alias("hours"), F.max("a").alias("arrival")).collect()[0]
-    arrival = row["arrival"]
-    return sorted(int(h) for h in row["hours"]), None if arrival is None else int(arrival)
-
-
-def _batch_counts(
-    records: DataFrame,
-    rejected: DataFrame,
-    fills: DataFrame,
-    cash: DataFrame,
-    affected: DataFrame,
-    holdings: DataFrame,
-) -> Dict[str, Dict[str, int]]:
-    """Every count a batch reports, in one Spark job (kind -> key -> n): each separate count was
-    a job of its own, and on a small batch the fixed cost per job dominates. The results are
-    counted from their inputs (one per affected account, positions = its priced holdings), so
-    the margin and stress folds are not run a second time for a count."""
-    n = F.count(F.lit(1)).cast("long")
-    rows = (
-        records.groupBy(F.lit("in").alias("kind"), F.col("topic").alias("key"))
-        .agg(n.alias("n"))
-        .unionByName(
-            rejected.groupBy(F.lit("rejected").alias("kind"), F.col("reason").alias("key")).agg(
-                n.alias("n")
-            )
-        )
-        .unionByName(
-            rejected.groupBy(
-                F.lit("rejected_topic").alias("kind"), F.col("topic").alias("key")
-            ).agg(n.alias("n"))
-        )
-        .unionByName(
-            fills.select("topic")
-            .unionByName(cash.select("topic"))
-            .groupBy(F.lit("applied").alias("kind"), F.col("topic").alias("key"))
-            .agg(n.alias("n"))
-        )
-        .unionByName(
-            affected.agg(n.alias("accounts"))
-            .crossJoin(holdings.agg(n.alias("positions")))
-            .select(
-                F.lit("out").alias("kind"),
-                F.explode(
-                    F.map_from_arrays(
-                        F.array(F.lit("accounts"), F.lit("positions")),
-                        F.array("accounts", F.coalesce("positions", F.lit(0).cast("long"))),
-                    )
-                ).alias("key", "n"),
-            )
-        )
-    )
-    result: Dict[str, Dict[str, int]] = {}
-    for r in rows.collect():
-        result.setdefault(r["kind"], {})[r["key"]] = int(r["n"])
-    return result
+    return (names.TOPIC_REJECTED, key, value, [(names.HEADER_ORIGIN_TS, bytearray(at.encode()))])

@@ -13,7 +13,7 @@ No Python UDF, no per-account arrays of positions, no sorts or higher-order fold
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -80,29 +80,43 @@ def _shocked(price: Column, beta: Column, move: Decimal, mark: bool) -> Column:
     return F.greatest(_lit(Decimal(0)), price * (_lit(Decimal(1)) + beta * _lit(move)))
 
 
-def _position_terms(positions: DataFrame, p: MarginParams, stress: bool) -> DataFrame:
-    """account_id plus, per evaluation e: mv_e (signed market value) and req_e (requirement
-    before add-ons), all decimal(38, RESULT_SCALE)."""
+def _term_columns(p: MarginParams, stress: bool) -> List[Column]:
+    """Per evaluation e, from a position row (quantity, price, beta): mv_e (signed market value)
+    and req_e (requirement before add-ons), all decimal(38, RESULT_SCALE)."""
     q = F.col("quantity").cast(QUANTITY_TYPE)
     price = F.col("price").cast(PRICE_TYPE)
     beta = F.coalesce(F.col("beta").cast(BETA_TYPE), _lit(Decimal(1)))
-    cols: List[Column] = [F.col("account_id")]
+    cols: List[Column] = []
     for suffix, move in _grid(p, stress):
         px = _shocked(price, beta, move, suffix == "m")
         cols.append(_money(q * px).alias(f"mv_{suffix}"))
         cols.append(position_requirement(q, px, p).alias(f"req_{suffix}"))
-    return positions.where(F.col("quantity") != 0).select(*cols)
+    return cols
 
 
-def _sums(terms: DataFrame, suffixes: Sequence[str]) -> DataFrame:
+def _position_terms(positions: DataFrame, p: MarginParams, stress: bool) -> DataFrame:
+    """account_id plus each evaluation's mv_e and req_e (see ``_term_columns``)."""
+    return positions.where(F.col("quantity") != 0).select(
+        F.col("account_id"), *_term_columns(p, stress)
+    )
+
+
+def _sum_columns(suffixes: Sequence[str], held: Optional[Column] = None) -> List[Column]:
+    """Per evaluation: lmv, smv and req summed over the rows (only ``held`` rows, if given)."""
     zero = _money(F.lit(0))
     aggs: List[Column] = []
     for s in suffixes:
-        mv = F.col(f"mv_{s}")
+        mv, req = F.col(f"mv_{s}"), F.col(f"req_{s}")
+        if held is not None:
+            mv, req = F.when(held, mv).otherwise(zero), F.when(held, req).otherwise(zero)
         aggs.append(F.sum(F.when(mv > 0, mv).otherwise(zero)).alias(f"lmv_{s}"))
         aggs.append(F.sum(F.when(mv < 0, -mv).otherwise(zero)).alias(f"smv_{s}"))
-        aggs.append(F.sum(F.col(f"req_{s}")).alias(f"req_{s}"))
-    return terms.groupBy("account_id").agg(*aggs)
+        aggs.append(F.sum(req).alias(f"req_{s}"))
+    return aggs
+
+
+def _sums(terms: DataFrame, suffixes: Sequence[str]) -> DataFrame:
+    return terms.groupBy("account_id").agg(*_sum_columns(suffixes))
 
 
 def _with_addon(
@@ -178,9 +192,17 @@ def account_margin(
         *[F.coalesce(F.col(f"{k}_{x}"), zero).alias(f"{k}_{x}") for x in suffixes
           for k in ("lmv", "smv", "req")],
     )  # fmt: skip
+    return _finish(books, p, stress)
+
+
+def _finish(books: DataFrame, p: MarginParams, stress: bool, keep: Sequence[str] = ()) -> DataFrame:
+    """From per-account ``cash`` and each evaluation's lmv/smv/req sums: ``m``, and with
+    ``stress`` the grid, the worst scenario and its deficiency (``keep``: columns carried)."""
+    grid = _grid(p, stress)
+    suffixes = [s for s, _ in grid]
     cash_col = F.col("cash")
     books = books.select("*", *[c for x in suffixes for c in _figure_columns(cash_col, x)])
-    base = [F.col("account_id"), cash_col, _figures("m").alias("m")]
+    base = [F.col("account_id"), cash_col, *[F.col(k) for k in keep], _figures("m").alias("m")]
     if not stress:
         return books.select(*base)
     rows = [
@@ -242,3 +264,35 @@ def public_scenarios(grid: Column) -> Column:
             r["stressed_deficiency"].alias("stressed_deficiency"),
         ),
     )
+
+
+def kernel_rows(rows: DataFrame, p: MarginParams) -> DataFrame:
+    """``rows`` (with quantity, price, beta) plus every evaluation's position terms."""
+    return rows.select("*", *_term_columns(p, True))
+
+
+def kernel_aggregates(held: Column, p: MarginParams) -> List[Column]:
+    """Per-account sums of the terms of ``kernel_rows`` over the ``held`` rows, to aggregate
+    in one pass with the caller's own per-account columns (then ``kernel_finish``)."""
+    return _sum_columns([s for s, _ in _grid(p, True)], held)
+
+
+def kernel_finish(
+    accounts: DataFrame, p: MarginParams, positions: Optional[DataFrame] = None
+) -> DataFrame:
+    """``account_margin``'s columns for per-account rows of ``cash`` and the
+    ``kernel_aggregates`` (their other columns are kept). With a concentration add-on, which
+    compares each position with its account's gross, ``positions`` (the held ``kernel_rows``)
+    are joined back for a second aggregation."""
+    suffixes = [s for s, _ in _grid(p, True)]
+    sums = [c for x in suffixes for c in (f"lmv_{x}", f"smv_{x}", f"req_{x}")]
+    keep = [c for c in accounts.columns if c not in ("account_id", "cash", *sums)]
+    books = accounts.withColumn("cash", F.col("cash").cast(CASH_TYPE))
+    if p.concentration_addon > 0:
+        assert positions is not None, "the concentration add-on needs the positions"
+        terms = positions.select(
+            "account_id", *[f"{k}_{x}" for x in suffixes for k in ("mv", "req")]
+        )
+        added = _with_addon(terms, books.select("account_id", *sums), p, suffixes)
+        books = books.drop(*sums).join(added, "account_id")
+    return _finish(books, p, True, keep)

@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from emr_jobs.batch import DEDUPE_HORIZON_HOURS, JobContext, Sink, process_batch
 from emr_jobs.kafka_io import kafka_sink_options, kafka_source_options
-from emr_jobs.metrics import MetricsWriter
+from emr_jobs.metrics import JobLog, MetricsWriter
 from emr_jobs.session import SESSION_CONF
 from emr_jobs.state import StateStore
 from margin_risk.params import MarginParams
@@ -67,6 +67,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         sink=kafka_sink(args.bootstrap, not args.no_iam),
         metrics=MetricsWriter(None),  # EMF to the driver's stdout -> CloudWatch Logs
         dedupe_horizon_hours=args.dedupe_horizon_hours,
+        log=JobLog(None),  # structured lines to the driver's stdout -> CloudWatch Logs
     )
     source = (
         spark.readStream.format("kafka")

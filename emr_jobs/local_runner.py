@@ -22,10 +22,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from pyspark.sql import DataFrame, SparkSession
 
 from emr_jobs.batch import DEDUPE_HORIZON_HOURS, BatchStats, JobContext, process_batch
-from emr_jobs.metrics import MetricsWriter
+from emr_jobs.metrics import JobLog, MetricsWriter
 from emr_jobs.parse import KAFKA_BATCH_SCHEMA
 from emr_jobs.session import build_local_session
-from emr_jobs.state import StateStore
+from emr_jobs.state import COMPACT_EVERY, StateStore
 from margin_risk import names
 from margin_risk.params import MarginParams
 
@@ -53,6 +53,7 @@ class LocalMarginJob:
         spark: Optional[SparkSession] = None,
         shuffle_partitions: int = 2,
         dedupe_horizon_hours: int = DEDUPE_HORIZON_HOURS,
+        compact_every: int = COMPACT_EVERY,
     ) -> None:
         self.bootstrap = bootstrap
         self.params = params or MarginParams()
@@ -62,8 +63,9 @@ class LocalMarginJob:
         self.idle_timeout_s = idle_timeout_s
         self.max_read_s = max_read_s
         self.spark = spark or build_local_session(shuffle_partitions=shuffle_partitions)
-        self.state = StateStore(self.spark, state_dir)
+        self.state = StateStore(self.spark, state_dir, compact_every=compact_every)
         self.metrics = MetricsWriter(metrics_dir) if metrics_dir else None
+        self.log = JobLog(metrics_dir) if metrics_dir else None
         self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
         self._consumer = Consumer(
             {
@@ -235,7 +237,7 @@ class LocalMarginJob:
             self.last_read = _read_info(self.last_read_stamps, time.monotonic() - t_read)
             self.state.write_plan(batch_id, {"start": start, "end": end})
         ctx = JobContext(
-            self.params, self.state, self._sink, self.metrics, self.dedupe_horizon_hours
+            self.params, self.state, self._sink, self.metrics, self.dedupe_horizon_hours, self.log
         )
         stats = process_batch(self.spark, self._to_df(msgs), batch_id, ctx, {"offsets": end})
         self.state.prune_plans(batch_id)
@@ -253,6 +255,7 @@ class LocalMarginJob:
         return out
 
     def close(self) -> None:
+        self.state.release()
         self._consumer.close()
         self._meta.close()
         # Drop the producer now, not at garbage collection: its librdkafka threads would

@@ -92,3 +92,59 @@ class MetricsWriter:
             return
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(lines)
+
+
+LOG_FILE = "spark-job.log"
+# Up to this many correlation ids are listed in a log line; beyond it, a sample and the count.
+LOG_MAX_IDS = 1000
+
+
+class JobLog:
+    """Structured JSON log lines of the job (one per emitted result batch), for the runbook's
+    trace: an operator searches a correlation id and finds the micro-batch that used the input.
+
+    To stdout on EMR Serverless (the driver log, shipped to CloudWatch Logs, where the trace
+    query matches ``correlation_id`` or the text of the line); locally to
+    ``<log_dir>/spark-job.log``."""
+
+    def __init__(self, log_dir: Optional[str] = None, max_ids: int = LOG_MAX_IDS) -> None:
+        self.path = os.path.join(log_dir, LOG_FILE) if log_dir else None
+        self.max_ids = max_ids
+        if log_dir:
+            os.makedirs(log_dir, exist_ok=True)
+
+    def write(self, doc: Dict[str, object]) -> None:
+        line = json.dumps(doc, sort_keys=True) + "\n"
+        if self.path is None:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    def results_emitted(
+        self, batch_id: int, accounts: int, correlation_ids: List[str], price_inputs: List[str]
+    ) -> None:
+        """One line per emitted result batch: the correlation ids of its fill and cash inputs
+        (all of them, or the first ``max_ids`` and the count), and the derived ids of the price
+        and beta changes that re-margined holders (``prices.v1:<SYMBOL>:<event time>``)."""
+        ids = sorted(set(correlation_ids))
+        derived = sorted(set(price_inputs))
+        doc: Dict[str, object] = {
+            "level": "INFO",
+            "service": names.SERVICE_SPARK,
+            "message": "margin results emitted",
+            "batch_id": batch_id,
+            "margin_results": accounts,
+            "stress_results": accounts,
+            "correlation_id_count": len(ids),
+            "correlation_ids": ids[: self.max_ids],
+            "symbol_input_count": len(derived),
+            "symbol_inputs": derived[: self.max_ids],
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if len(ids) > self.max_ids or len(derived) > self.max_ids:
+            doc["truncated"] = True
+        if len(ids) == 1:
+            doc["correlation_id"] = ids[0]  # the trace query's field match, for one input
+        self.write(doc)

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_JOB_MODULES = (
     "__init__.py",
     "batch.py",
+    "book.py",
     "calc.py",
     "kafka_io.py",
     "metrics.py",

@@ -196,3 +196,73 @@ def rejected_rows(records: DataFrame, parsed: Dict[str, DataFrame]) -> DataFrame
     for df in parsed.values():
         out = out.unionByName(df.where(F.col("reason").isNotNull()).select(*cols))
     return out
+
+
+# The columns every topic's rows share in ``parse_batch`` (null where a topic has no such field).
+BATCH_FIELDS = ("id", "account_id", "symbol", "side", "quantity", "price", "beta", "amount",
+                "correlation_id")  # fmt: skip
+ID_FIELD = {names.TOPIC_FILLS: "fill_id", names.TOPIC_CASH: "txn_id"}
+
+
+def parse_batch(records: DataFrame) -> DataFrame:
+    """Every record of a micro-batch as one row: its coordinates, ``reason`` (null when valid),
+    the fields of its topic (``id`` = fill_id / txn_id), event and Kafka times as epoch
+    microseconds, and the raw text (a rejected.v1 record carries it). One pass over the records
+    for all topics (each record parsed with its own topic's schema), so one Spark job reads the
+    batch once and brings it to the driver."""
+    opts = {"columnNameOfCorruptRecord": CORRUPT, "mode": "PERMISSIVE"}
+    topics = list(TOPIC_FIELDS)
+    topic = F.col("topic")
+    # First projection: each topic's parsed struct (null on other topics' records). Referenced
+    # many times below; the optimizer keeps it materialised once rather than inlining the parse.
+    parsed = records.select(
+        *[F.col(m) for m in META],
+        "raw",
+        *[
+            F.when(topic == t, F.from_json(F.col("raw"), _schema(t), opts)).alias(f"_j{i}")
+            for i, t in enumerate(topics)
+        ],
+        *[
+            F.when(topic == t, F.from_json(F.col("raw"), _text_schema(t), opts)).alias(f"_t{i}")
+            for i, t in enumerate(topics)
+        ],
+    )
+
+    def by_topic(per_topic: Dict[str, Column], otherwise: Column) -> Column:
+        expr = None
+        for t, c in per_topic.items():
+            expr = F.when(topic == t, c) if expr is None else expr.when(topic == t, c)
+        assert expr is not None
+        return expr.otherwise(otherwise)
+
+    j = {t: F.col(f"_j{i}") for i, t in enumerate(topics)}
+    jt = {t: F.col(f"_t{i}") for i, t in enumerate(topics)}
+    reason = by_topic(
+        {t: _reason(t, j[t], F.col("raw"), jt[t]) for t in topics}, F.lit("unknown_topic")
+    )
+    event_ts = by_topic(
+        {t: j[t][TS_FIELD[t]].cast("timestamp") for t in topics}, F.lit(None).cast("timestamp")
+    )
+    cols: List[Column] = []
+    for f in BATCH_FIELDS:
+        if f == "id":
+            sources = {t: j[t][n] for t, n in ID_FIELD.items()}
+        else:
+            # numbers exact from their text, at their field's decimal type
+            sources = {
+                t: _wide(jt[t][f]).cast(EXACT[f][0]) if f in EXACT else j[t][f]
+                for t in topics
+                if f in {n for n, _, _ in TOPIC_FIELDS[t]}
+            }
+        cols.append(by_topic(sources, F.lit(None)).alias(f) if sources else F.lit(None).alias(f))
+    out = parsed.select(
+        *[F.col(m) for m in META], "raw", reason.alias("reason"), event_ts.alias("event_ts"), *cols
+    )
+    return out.select(
+        *[F.col(m) for m in META],
+        "raw",
+        "reason",
+        F.unix_micros("event_ts").alias("event_us"),
+        F.unix_micros("kafka_ts").alias("kafka_us"),
+        *BATCH_FIELDS,
+    )

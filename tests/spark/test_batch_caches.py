@@ -1,6 +1,7 @@
-"""A micro-batch releases every DataFrame it caches, whether it succeeds or fails: the job runs
-for days, one batch after another (a failed one retried in the same session), and a cache left
-behind per batch would fill the driver's and executors' memory."""
+"""Only the current state stays cached: the job runs for days, one batch after another (a failed
+one retried in the same session), and the book, the applied ids and the symbol table are cached
+between batches on purpose. Anything a batch caches for itself is released when it ends, whether
+it succeeded or failed, and a compaction releases the frames of the base it replaces."""
 
 from __future__ import annotations
 
@@ -23,12 +24,20 @@ pytestmark = pytest.mark.spark
 AT = datetime(2026, 2, 16, 14, 30, tzinfo=UTC)
 
 
-def _anything_cached(spark: SparkSession) -> bool:
-    return not spark._jsparkSession.sharedState().cacheManager().isEmpty()
+def _cached_rdds(spark: SparkSession) -> int:
+    return len(spark.sparkContext._jsc.getPersistentRDDs())
+
+
+def _only_the_state_is_cached(spark: SparkSession, state: StateStore) -> bool:
+    frames = state.cached_frames()
+    return all(df.is_cached for df in frames) and _cached_rdds(spark) == len(frames)
 
 
 def _batch(
-    spark: SparkSession, state: StateStore, sink: Callable[[DataFrame, int], None]
+    spark: SparkSession,
+    state: StateStore,
+    sink: Callable[[DataFrame, int], None],
+    batch_id: int = 0,
 ) -> BatchStats:
     fill = {"fill_id": "f1", "account_id": "ACC-1", "symbol": "AAPL", "side": "BUY",
             "quantity": 10, "price": 50.0, "timestamp": "2026-02-16T14:30:00Z",
@@ -42,30 +51,53 @@ def _batch(
         (names.TOPIC_CASH, deposit),
         (names.TOPIC_PRICES, {"symbol": "AAPL"}),  # rejected: missing fields
     ]
+    for _, v in records:
+        for k in ("fill_id", "txn_id"):
+            if k in v:
+                v[k] = f"{v[k]}-{batch_id}"
     rows = [
-        (b"k", json.dumps(v).encode(), topic, 0, offset, AT, 0, [])
+        (b"k", json.dumps(v).encode(), topic, 0, 10 * batch_id + offset, AT, 0, [])
         for offset, (topic, v) in enumerate(records)
     ]
     ctx = JobContext(MarginParams(), state, sink)
-    return process_batch(spark, spark.createDataFrame(rows, KAFKA_BATCH_SCHEMA), 0, ctx)
+    return process_batch(spark, spark.createDataFrame(rows, KAFKA_BATCH_SCHEMA), batch_id, ctx)
 
 
-def test_a_batch_leaves_nothing_cached(spark: SparkSession, tmp_path: Path) -> None:
+def test_batches_and_compactions_keep_only_the_current_state_cached(
+    spark: SparkSession, tmp_path: Path
+) -> None:
     spark.catalog.clearCache()
     emitted: list[int] = []
 
     def sink(df: DataFrame, batch_id: int) -> None:
         emitted.append(len(df.collect()))
 
-    stats = _batch(spark, StateStore(spark, str(tmp_path)), sink)
-
+    state = StateStore(spark, str(tmp_path), compact_every=2)
+    stats = _batch(spark, state, sink)
     # the batch did its work (one account's two results plus the rejected record) ...
     assert stats.margin_results == 1 and emitted == [3]
-    # ... and no cached plan outlives it
-    assert not _anything_cached(spark)
+    # ... and what stays cached is the state: the book and the symbol table, nothing of the batch
+    assert len(state.cached_frames()) == 2 and _only_the_state_is_cached(spark, state)
+    first_book = state.book
+    assert first_book is not None
+
+    # When the next batch triggers a compaction, the new base's book and applied ids are cached
+    # and the old base's book is released
+    stats = _batch(spark, state, sink, batch_id=1)
+    assert stats.compaction_s > 0 and state.base_id == 1
+    assert state.book is not first_book and not first_book.is_cached
+    assert state.seen is not None and len(state.cached_frames()) == 3
+    assert _only_the_state_is_cached(spark, state)
+    for batch_id in range(2, 5):
+        _batch(spark, state, sink, batch_id=batch_id)
+        assert _only_the_state_is_cached(spark, state)
+
+    # And a stopped job releases them all
+    state.release()
+    assert _cached_rdds(spark) == 0
 
 
-def test_a_failed_batch_leaves_nothing_cached_and_commits_nothing(
+def test_a_failed_batch_leaves_only_the_state_cached_and_commits_nothing(
     spark: SparkSession, tmp_path: Path
 ) -> None:
     spark.catalog.clearCache()
@@ -77,5 +109,7 @@ def test_a_failed_batch_leaves_nothing_cached_and_commits_nothing(
     with pytest.raises(ConnectionError):
         _batch(spark, state, broken_sink)
 
-    assert not _anything_cached(spark)
+    assert _only_the_state_is_cached(spark, state)
     assert not state.is_committed(0)
+    assert state.driver.positions == {}  # the failed batch's changes were never applied
+    state.release()

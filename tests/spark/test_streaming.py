@@ -3,6 +3,7 @@ included) through the local broker and the same process_batch the EMR job runs."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -232,10 +233,21 @@ def test_fills_prices_cash_in_micro_batches_give_the_spec_numbers(
     metrics = (tmp_path / "metrics" / "spark.jsonl").read_text().splitlines()
     assert any('"RecordsRejected": 1.0' in line and "malformed_json" in line for line in metrics)
 
+    # The runbook's trace: an operator greps the job's log for a result's correlation id and
+    # finds the micro-batch that read the input, with what it emitted
+    log = (tmp_path / "metrics" / "spark-job.log").read_text().splitlines()
+    [line] = [json.loads(x) for x in log if "c-F2" in x]
+    assert line["batch_id"] == 0 and line["message"] == "margin results emitted"
+    assert line["margin_results"] == 2 and line["correlation_id_count"] == 5
+    assert line["correlation_ids"] == ["c-F1", "c-F2", "c-FB", "c-TA", "c-TB"]
+    # a price-triggered result's derived id is in its batch's line too
+    [tick_line] = [json.loads(x) for x in log if "prices.v1:AAPL:2026-02-16T14:31:00Z" in x]
+    assert tick_line["batch_id"] == 1 and tick_line["margin_results"] == 2
 
-# Both points are after the results were emitted: the applied ids not yet written (the batch's
-# last write before its counts), and everything written but the commit marker.
-CRASH_POINTS = ["write_seen", "commit"]
+
+# Both points are after the results were emitted: the change log not yet written, and the
+# change log written but not the commit marker.
+CRASH_POINTS = ["write_log", "commit"]
 
 
 @pytest.mark.parametrize("crash_in", CRASH_POINTS)
