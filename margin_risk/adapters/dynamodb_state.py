@@ -22,7 +22,7 @@ from margin_risk import names
 from margin_risk.enforcement import AccountState
 from margin_risk.models import iso
 from margin_risk.outbox import Outbox
-from margin_risk.service import CommitInfo
+from margin_risk.usecase.records import CommitInfo
 
 BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
@@ -59,7 +59,7 @@ def state_from_item(item: dict[str, Any]) -> AccountState:
 
 
 class DynamoStateRepository:
-    """`margin_risk.service.StateRepository` on the account-state table."""
+    """`ports.StateRepository` on the account-state table."""
 
     def __init__(
         self,
