@@ -11,7 +11,6 @@ committed in the same conditional write as the state they change.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -185,7 +184,3 @@ class DynamoStateRepository:
         )
         items: list[dict[str, Any]] = resp.get("Items", [])
         return items
-
-
-def dumps_state(state: AccountState) -> str:
-    return json.dumps(json.loads(state.model_dump_json()), sort_keys=True)
