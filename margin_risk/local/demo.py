@@ -34,8 +34,8 @@ from margin_risk.files import unwritable
 from margin_risk.local.simulator import DEMO_DEADLINE_SECONDS, MarketSimulator, Step
 from margin_risk.models import iso
 
-# The backtest's stricter policy: warn at 10% of gross instead of 5% (the demo's deadline kept).
-BACKTEST_POLICY = {"warning_cushion": 0.10, "call_deadline_seconds": DEMO_DEADLINE_SECONDS}
+# The backtest's stricter policy: warn at 10% of gross instead of 5% (the session's deadline kept).
+BACKTEST_WARNING_CUSHION = 0.10
 
 
 @dataclass
@@ -266,6 +266,7 @@ class Demo:
         from margin_risk.audit import comparable, read_audit_dir, rebuild_state, view_of
         from margin_risk.enforcement import AccountState
         from margin_risk.local.athena_local import LocalAthena
+        from margin_risk.models import DESK_DECISIONS
         from stacks.athena_queries import NAMED_QUERIES
 
         s3 = boto3.client("s3")
@@ -304,14 +305,10 @@ class Demo:
         s.calls_waived = counts[names.EVENT_MARGIN_CALL_WAIVED]
         s.desk_actions_rejected = counts[names.EVENT_DESK_ACTION_REJECTED]
         decided = {
-            e.details.action_id: e.event_type  # type: ignore[attr-defined]
+            getattr(e.details, "action_id", None): e.event_type
             for e in trail
-            if e.event_type in (
-                names.EVENT_MARGIN_CALL_EXTENDED,
-                names.EVENT_MARGIN_CALL_WAIVED,
-                names.EVENT_DESK_ACTION_REJECTED,
-            )
-        }  # fmt: skip
+            if e.event_type in DESK_DECISIONS
+        }
         for a in s.desk_actions:
             a["decision"] = decided.get(a["action_id"], "none")
 
@@ -398,7 +395,11 @@ class Demo:
         if stats.results == 0 or not audit_root.exists():
             s.backtest = {"error": "no history or no audit trail to backtest"}
             return
-        s.backtest = run_backtest(history_root, audit_root, BACKTEST_POLICY, run_dir)
+        policy = {
+            "warning_cushion": BACKTEST_WARNING_CUSHION,
+            "call_deadline_seconds": self.opts.deadline_seconds,
+        }
+        s.backtest = run_backtest(history_root, audit_root, policy, run_dir)
 
         # The desk's history queries, same text as Athena's, on DuckDB over the archive
         athena = LocalAthena(audit_root, history_root=history_root)
