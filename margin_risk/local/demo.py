@@ -400,6 +400,11 @@ class Demo:
             "call_deadline_seconds": self.opts.deadline_seconds,
         }
         s.backtest = run_backtest(history_root, audit_root, policy, run_dir)
+        if "error" not in s.backtest:
+            from margin_risk.settings import load_house_settings
+
+            cushion = load_house_settings().policy.warning_cushion
+            s.backtest["session_warning_cushion"] = float(cushion)
 
         # The desk's history queries, same text as Athena's, on DuckDB over the archive
         athena = LocalAthena(audit_root, history_root=history_root)
@@ -504,10 +509,10 @@ def print_backtest(s: Summary, out: TextIO) -> None:
     if "error" in b:
         out.write(f"== backtest: not run ({b['error']})\n")
         return
-    cushion = b["policy"]["warning_cushion"]
+    cushion, session = b["policy"]["warning_cushion"], b.get("session_warning_cushion")
     out.write(
-        f"== backtest: warning cushion {cushion:g} x gross (house: the session's policy) over"
-        " the session's own history, the desk's actions applied again\n"
+        f"== backtest: warning cushion {cushion:g} x gross (the session ran with {session:g})"
+        " over the session's own history, the desk's actions applied again\n"
     )
     types = sorted(set(b["decisions"]) | set(b["actual_decisions"]))
     width = max(len(t) for t in types) if types else 0
