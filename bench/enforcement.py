@@ -139,7 +139,11 @@ def _batches_stats(
 def run_fakes(s: EnforcementSettings) -> dict[str, dict[str, Any]]:
     from lambdas.enforcement.runtime import get_runtime, reset_runtime
 
-    env = {"AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    env = {
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        # the runtime's ports are replaced by fakes below; the names only have to be complete
+        **EnforcementConfig.local().to_environment(),
+    }
     keep: list[Any] = []
     out = {}
     with _env(env):
@@ -189,7 +193,7 @@ def run_moto(s: EnforcementSettings, rtt_ms: float = 0.0) -> dict[str, dict[str,
         with _env(client_env(server.endpoint)):
             for size in s.sizes:
                 n = uuid.uuid4().hex[:8]
-                cfg = EnforcementConfig(
+                cfg = EnforcementConfig.local(
                     state_table_name=f"bench-state-{n}",
                     idempotency_table_name=f"bench-idem-{n}",
                     audit_bucket=f"bench-audit-{n}",

@@ -26,7 +26,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from margin_risk import names
-from stacks.common import log_retention, removal
+from stacks.common import log_retention, removal, secure_bucket
 from stacks.config import EnvironmentConfig
 from stacks.history import HistoryTables
 from stacks.import_closure import REPO_ROOT
@@ -137,17 +137,12 @@ class ProcessingStack(cdk.Stack):
             enable_key_rotation=True,
             removal_policy=removal(config),
         )
-        self.checkpoints = s3.Bucket(
+        self.checkpoints = secure_bucket(
             self,
             "Checkpoints",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.key,
-            bucket_key_enabled=True,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=access_logs,
-            server_access_logs_prefix="spark-checkpoints/",
+            key=self.key,
+            access_logs=access_logs,
+            log_prefix="spark-checkpoints/",
             lifecycle_rules=[
                 # Only the checkpoint prefix expires: the margin history beside it is what
                 # backtests and the desk's queries read, kept until someone decides otherwise.

@@ -185,9 +185,7 @@ class Demo:
             broker = start_broker(partitions=o.partitions, log_dir=run_dir / "logs")
             stack.callback(broker.stop)
             self.say(f"kafka: tansu broker at {broker.bootstrap}, {len(names.ALL_TOPICS)} topics")
-            cfg = EnforcementConfig().model_copy(
-                update={"kafka_bootstrap": broker.bootstrap, "kafka_auth": "none"}
-            )
+            cfg = EnforcementConfig.local(kafka_bootstrap=broker.bootstrap, kafka_auth="none")
             prov = provision(endpoint, cfg)
             os.environ.update(prov.config.to_environment())
             os.environ.update(
