@@ -10,9 +10,6 @@ same checkpoint. The command stops the running job first, then starts the new on
 
 from __future__ import annotations
 
-import importlib
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -25,11 +22,11 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from emr_jobs.package import EmrArtifacts, build_emr_artifacts
 from margin_risk import names
 from stacks.common import log_retention, removal, secure_bucket
 from stacks.config import EnvironmentConfig
 from stacks.history import HistoryTables
-from stacks.import_closure import REPO_ROOT
 from stacks.kafka_iam import KafkaClusterRef, grant_consume, grant_produce
 
 CHECKPOINT_PREFIX = "checkpoints/"
@@ -40,44 +37,10 @@ SPARK_INPUT_TOPICS = names.INPUT_TOPICS
 SPARK_OUTPUT_TOPICS = (*names.RESULT_TOPICS, names.TOPIC_REJECTED)
 
 
-@dataclass(frozen=True)
-class StagedArtifacts:
-    entrypoint: Path
-    pyfiles_zip: Path
-
-
-def stage_emr_artifacts(out_dir: Path) -> StagedArtifacts:
-    """`emr_jobs.package.build_emr_artifacts` (the Spark side's contract), else a plain zip."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        package = importlib.import_module("emr_jobs.package")
-    except ModuleNotFoundError:
-        package = None
-    if package is not None:
-        built = package.build_emr_artifacts(out_dir)
-        return StagedArtifacts(
-            entrypoint=Path(built.entrypoint), pyfiles_zip=Path(built.pyfiles_zip)
-        )
-    # Fallback: the emr_jobs package and the margin_risk modules it imports, zipped.
-    pyfiles = out_dir / "pyfiles.zip"
-    with zipfile.ZipFile(pyfiles, "w", zipfile.ZIP_DEFLATED) as zf:
-        for rel in ("emr_jobs", "margin_risk/__init__.py", "margin_risk/names.py"):
-            src = REPO_ROOT / rel
-            files = sorted(src.rglob("*.py")) if src.is_dir() else [src]
-            for f in files:
-                if "__pycache__" not in f.parts:
-                    info = zipfile.ZipInfo(str(f.relative_to(REPO_ROOT)), (1980, 1, 1, 0, 0, 0))
-                    zf.writestr(info, f.read_bytes())
-        params = REPO_ROOT / "margin_risk" / "params.py"
-        zf.writestr(
-            zipfile.ZipInfo("margin_risk/params.py", (1980, 1, 1, 0, 0, 0)), params.read_bytes()
-        )
-    entry = out_dir / "entrypoint.py"
-    entry.write_text(
-        '"""Placeholder until emr_jobs.package lands: run the job module."""\n'
-        "import runpy\n\nrunpy.run_module('emr_jobs', run_name='__main__')\n"
-    )
-    return StagedArtifacts(entrypoint=entry, pyfiles_zip=pyfiles)
+def stage_emr_artifacts(out_dir: Path) -> EmrArtifacts:
+    """The job's entry point and ``spark.submit.pyFiles`` zip, built offline by the Spark side's
+    own packager (one list of what ships: `emr_jobs.package`)."""
+    return build_emr_artifacts(out_dir)
 
 
 def emr_release_label() -> str:
