@@ -33,7 +33,7 @@ CHECKPOINT_PREFIX = "checkpoints/"
 # Spark's Kafka source names its consumer groups `spark-kafka-source-<uuid>` unless the job sets
 # `groupIdPrefix`; the job role may join groups with either prefix, and no other group.
 SPARK_GROUP_PREFIXES = ("spark-kafka-source-*", f"{names.EMR_JOB_NAME}*")
-SPARK_INPUT_TOPICS = names.INPUT_TOPICS
+SPARK_INPUT_TOPICS = names.MARGIN_JOB_TOPICS
 SPARK_OUTPUT_TOPICS = (*names.RESULT_TOPICS, names.TOPIC_REJECTED)
 
 
