@@ -26,7 +26,7 @@ from bench.timing import median, percentile
 from bench.workload import Workload
 from lambdas.enforcement.local_invoke import FakeLambdaContext, build_msk_event, invoke
 from margin_risk.config import EnforcementConfig
-from margin_risk.service import EnforcementService
+from margin_risk.usecase.service import EnforcementService
 
 ACCOUNTS = 200
 

@@ -412,11 +412,8 @@ def _cmd_desk(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from margin_risk.local.demo import run_demo
-    except ImportError:
-        print("demo: not built yet (see the open demo issue)", file=sys.stderr)
-        return 3
+    from margin_risk.local.demo import run_demo
+
     return int(run_demo(args))
 
 

@@ -17,7 +17,8 @@ from margin_risk.cli import main
 from margin_risk.desk import action_id, build_action
 from margin_risk.enforcement import AccountState, replay
 from margin_risk.local.kafka_broker import start_broker
-from margin_risk.service import Coordinate, InboundRecord, ValidRecord, decode
+from margin_risk.usecase.decode import decode
+from margin_risk.usecase.records import Coordinate, InboundRecord, ValidRecord
 from tests.factories import long_book, margin_calc
 
 pytestmark = pytest.mark.integration

@@ -125,7 +125,7 @@ def test_the_lambda_asset_is_the_handlers_import_closure_and_no_tool(tmp_path: P
     # Then it holds the handler and the core it runs on...
     for needed in (
         "lambdas/enforcement/app.py",
-        "margin_risk/service.py",
+        "margin_risk/usecase/service.py",
         "margin_risk/enforcement.py",
     ):
         assert needed in shipped

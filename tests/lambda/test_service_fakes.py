@@ -16,7 +16,8 @@ from margin_risk.adapters.memory import (
 )
 from margin_risk.adapters.msk_event import inbound_records
 from margin_risk.enforcement import AccountState, replay
-from margin_risk.service import CommitInfo, EnforcementService
+from margin_risk.usecase.records import CommitInfo
+from margin_risk.usecase.service import EnforcementService
 
 from .harness import Feed, book, calc
 
