@@ -130,14 +130,18 @@ def test_the_lambda_asset_is_the_handlers_import_closure_and_no_tool(tmp_path: P
     ):
         assert needed in shipped
     # ...and none of the local tools: no CLI, demo, stand-ins, health report or benchmark
-    assert not {s for s in shipped if s.startswith(("margin_risk/local/", "bench/", "tests/"))}
-    for tool in ("margin_risk/cli.py", "margin_risk/health.py", "margin_risk/__main__.py"):
+    assert not {s for s in shipped if s.startswith(("margin_risk/tools/", "bench/", "tests/"))}
+    for tool in (
+        "margin_risk/tools/cli.py",
+        "margin_risk/tools/health.py",
+        "margin_risk/__main__.py",
+    ):
         assert tool not in shipped
     # And in a fresh interpreter that sees only the asset (and the installed dependencies),
     # the handler imports without pulling in moto, DuckDB, Spark or the CDK
     probe = (
         "import sys, lambdas.enforcement.app; "
-        "print(sorted(m for m in ('moto', 'duckdb', 'pyspark', 'aws_cdk', 'margin_risk.cli') "
+        "print(sorted(m for m in ('moto', 'duckdb', 'pyspark', 'aws_cdk', 'margin_risk.tools.cli') "
         "if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "AWS_DEFAULT_REGION": "us-east-1"}

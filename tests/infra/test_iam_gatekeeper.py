@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from lambdas.enforcement.runtime import get_runtime, reset_runtime
 from margin_risk import names
-from margin_risk.local.moto_server import Provisioned
+from margin_risk.tools.local.moto_server import Provisioned
 from stacks.enforcement import CONSUMED_TOPICS, consumer_group
 from stacks.processing import CHECKPOINT_PREFIX, SPARK_INPUT_TOPICS, SPARK_OUTPUT_TOPICS
 from tests.infra.conftest import Synth

@@ -27,9 +27,9 @@ from margin_risk.adapters.audit_reader import read_audit_s3
 from margin_risk.adapters.dynamodb_state import DynamoStateRepository
 from margin_risk.config import EnforcementConfig
 from margin_risk.enforcement import AccountState
-from margin_risk.local.moto_server import Provisioned, provision
 from margin_risk.models import AuditEvent, MarginCalc, StressResult
 from margin_risk.rules import Holding
+from margin_risk.tools.local.moto_server import Provisioned, provision
 from tests.factories import margin_calc, stress_result
 
 PARTITIONS = 3

@@ -17,10 +17,10 @@ import pytest
 from margin_risk import names
 from margin_risk.audit import read_audit_dir
 from margin_risk.enforcement import replay
-from margin_risk.local.demo import Demo, DemoOptions, Summary, write_summary_json
-from margin_risk.local.simulator import MarketSimulator, expected_margin_events
 from margin_risk.models import AuditEvent
 from margin_risk.params import PolicyParams
+from margin_risk.tools.local.demo import Demo, DemoOptions, Summary, write_summary_json
+from margin_risk.tools.local.simulator import MarketSimulator, expected_margin_events
 
 ACCOUNTS, SYMBOLS, SEED, CRASH_STEP = 40, 8, 3, 5
 SUMMARY_KEYS = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from margin_risk.cli import main
+from margin_risk.tools.cli import main
 from tests.factories import long_book, margin_calc, stress_result
 
 SNAPSHOT = {

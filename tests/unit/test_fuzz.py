@@ -30,7 +30,7 @@ from margin_risk.adapters.memory import (
     MemoryStateRepository,
 )
 from margin_risk.adapters.msk_event import inbound_records
-from margin_risk.cli import main
+from margin_risk.tools.cli import main
 from margin_risk.usecase.decode import decode
 from margin_risk.usecase.records import Coordinate, InboundRecord, Rejection, ValidRecord
 from margin_risk.usecase.service import EnforcementService

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from margin_risk import names
-from margin_risk.files import unwritable
-from margin_risk.local.simulator import MarketSimulator, Step
+from margin_risk.tools.files import unwritable
+from margin_risk.tools.local.simulator import MarketSimulator, Step
 
 DEMO_DEADLINE_SECONDS = 3600  # the house deadline of two days, shortened so the session shows it
 
@@ -137,10 +137,10 @@ class Demo:
         from confluent_kafka import Producer
 
         from margin_risk.config import EnforcementConfig
-        from margin_risk.local.esm import LocalEventSourceMapping
-        from margin_risk.local.kafka_broker import start_broker
-        from margin_risk.local.moto_server import client_env, provision, start_moto
-        from margin_risk.local.spark_stage import SparkStage
+        from margin_risk.tools.local.esm import LocalEventSourceMapping
+        from margin_risk.tools.local.kafka_broker import start_broker
+        from margin_risk.tools.local.moto_server import client_env, provision, start_moto
+        from margin_risk.tools.local.spark_stage import SparkStage
 
         o = self.opts
         started = time.monotonic()
@@ -234,7 +234,7 @@ class Demo:
 
         from margin_risk.audit import comparable, read_audit_dir, rebuild_state, view_of
         from margin_risk.enforcement import AccountState
-        from margin_risk.local.athena_local import LocalAthena
+        from margin_risk.tools.local.athena_local import LocalAthena
         from stacks.athena_queries import NAMED_QUERIES
 
         s3 = boto3.client("s3")
@@ -323,7 +323,7 @@ class Demo:
 
         try:
             from dashboards.html_render import write_dashboard
-            from margin_risk.health import local_report
+            from margin_risk.tools.health import local_report
 
             page = write_dashboard(run_dir / "dashboard", run_dir / "metrics")
             s.dashboard = str(page)

@@ -1,7 +1,7 @@
 """Pipeline health report: is every stage (inputs -> Spark margin results -> enforcement
 decisions -> audit objects) still moving, and which rule decided?
 
-The same rules run over CloudWatch (`margin_risk.adapters.cloudwatch_metrics.CloudWatchSource`)
+The same rules run over CloudWatch (`margin_risk.tools.cloudwatch_source.CloudWatchSource`)
 in AWS and over a local run's EMF files (`LocalSource`). Thresholds come from `dashboards.specs`,
 the module the alarms are made from, so the report and the alarms cannot disagree.
 """
@@ -344,7 +344,7 @@ def run_health(metrics_dir: str | None, aws: bool = False, as_json: bool = False
     if aws:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from margin_risk.adapters.cloudwatch_metrics import CloudWatchSource
+        from margin_risk.tools.cloudwatch_source import CloudWatchSource
 
         try:
             report = build_report(CloudWatchSource(), datetime.now(UTC))
