@@ -1,5 +1,5 @@
 """The margin history the job writes: every emitted result in margin_risk.archive's layout, read
-back by margin_risk.history and `backtest` exactly as emitted, once each, across a replay."""
+back by margin_risk.tools.history and `backtest` exactly as emitted, once each, across a replay."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from pyspark.sql import SparkSession
 from emr_jobs.local_runner import LocalMarginJob
 from emr_jobs.state import StateStore
 from margin_risk import archive, names
-from margin_risk.cli import main
 from margin_risk.enforcement import replay
-from margin_risk.history import LocalHistory, iter_history
-from margin_risk.local.kafka_broker import start_broker
 from margin_risk.models import MarginCalc, StressResult
+from margin_risk.tools.cli import main
+from margin_risk.tools.history import LocalHistory, iter_history
+from margin_risk.tools.local.kafka_broker import start_broker
 from tests.spark.kafka_helpers import produce_many, read_all
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]

@@ -14,10 +14,10 @@ from pyspark.sql import SparkSession
 from emr_jobs.local_runner import LocalMarginJob
 from margin_risk import names
 from margin_risk.house import HouseBook, HouseEntry
-from margin_risk.local.kafka_broker import start_broker
 from margin_risk.models import MarginCalc
 from margin_risk.rules import Holding, compute_margin
 from margin_risk.stress import stress_table
+from margin_risk.tools.local.kafka_broker import start_broker
 from tests.spark.kafka_helpers import produce_many, read_all
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
