@@ -43,7 +43,7 @@ def test_cdk_json_defines_valid_dev_and_prod() -> None:
         ({"enforcement": {"retry_attempts": 11}}, "less than or equal"),
         ({"storage": {"audit_glacier_ir_days": 20}}, "greater than or equal"),
         ({"surprise": 1}, "Extra inputs"),
-        ({"enforcement": {"reserved_concurrency": 11}}, "below the 12 partitions"),
+        ({"enforcement": {"reserved_concurrency": 17}}, "below the 18 partitions"),
     ],
 )
 def test_bad_environment_config_fails_with_a_clear_message(patch: dict, message: str) -> None:
