@@ -75,7 +75,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         metrics=MetricsWriter(None),  # EMF to the driver's stdout -> CloudWatch Logs
         dedupe_horizon_hours=args.dedupe_horizon_hours,
         log=JobLog(None),  # structured lines to the driver's stdout -> CloudWatch Logs
-        history=HistoryWriter(spark, args.history_dir) if args.history_dir else None,
+        history=(
+            HistoryWriter(spark, args.history_dir, f"{root}/state/history-staging")
+            if args.history_dir
+            else None
+        ),
     )
     source = (
         spark.readStream.format("kafka")

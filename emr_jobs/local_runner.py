@@ -67,7 +67,11 @@ class LocalMarginJob:
         self.state = StateStore(self.spark, state_dir, compact_every=compact_every)
         self.metrics = MetricsWriter(metrics_dir) if metrics_dir else None
         self.log = JobLog(metrics_dir) if metrics_dir else None
-        self.history = HistoryWriter(self.spark, history_dir) if history_dir else None
+        self.history = (
+            HistoryWriter(self.spark, history_dir, f"{state_dir}/history-staging")
+            if history_dir
+            else None
+        )
         self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
         self._consumer = Consumer(
             {

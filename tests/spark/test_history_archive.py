@@ -96,7 +96,7 @@ def test_the_job_archives_what_it_emits_and_a_replay_rewrites_the_same_files(
         emitted_margin = [v for _, v, _ in read_all(broker, names.TOPIC_MARGIN_CALC)]
         emitted_stress = [v for _, v, _ in read_all(broker, names.TOPIC_STRESS)]
 
-    # Then the replay moved the same files as the failed attempt (names by batch and key)
+    # Then the replay wrote the same files as the failed attempt (names by batch and key)
     files = sorted(p.relative_to(root) for p in root.rglob("*.parquet"))
     assert set(first_attempt) <= set(files)
     dirs = sorted({str(f.parent) for f in files})
@@ -107,7 +107,8 @@ def test_the_job_archives_what_it_emits_and_a_replay_rewrites_the_same_files(
         "stress/event_date=2026-02-16/hour=15",
     ]
     assert all(f.name.startswith(("b0-", "b1-", "b2-")) for f in files)
-    assert not (root / "_staging").exists() or not any((root / "_staging").iterdir())
+    staging = tmp_path / "state" / "history-staging"
+    assert not staging.exists() or not any(staging.iterdir())
 
     # And each file has exactly the archive's columns and types (instants, exact decimals)
     con = duckdb.connect()
