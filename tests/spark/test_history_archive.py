@@ -96,6 +96,9 @@ def test_the_job_archives_what_it_emits_and_a_replay_rewrites_the_same_files(
         emitted_margin = [v for _, v, _ in read_all(broker, names.TOPIC_MARGIN_CALC)]
         emitted_stress = [v for _, v, _ in read_all(broker, names.TOPIC_STRESS)]
 
+    # The archive costs one Parquet write per kind (two Spark jobs) on top of the batch's own
+    # (at most three): within the six the job allows itself per micro-batch
+    assert all(st.spark_jobs <= 5 for st in (s0, s1, s2))
     # Then the replay wrote the same files as the failed attempt (names by batch and key)
     files = sorted(p.relative_to(root) for p in root.rglob("*.parquet"))
     assert set(first_attempt) <= set(files)
