@@ -30,14 +30,22 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from emr_jobs import calc, parse
 from emr_jobs.book import BatchChanges, SymbolFacts
+from emr_jobs.history import HistoryWriter, archive_columns
 from emr_jobs.metrics import JobLog, MetricsWriter, batch_metrics
-from emr_jobs.state import BETA_TYPE, CASH_TYPE, PRICE_TYPE, QUANTITY_TYPE, StateStore, delta_frame
-from margin_risk import names
+from emr_jobs.state import (
+    CASH_TYPE,
+    QUANTITY_TYPE,
+    SYMBOL_SCHEMA,
+    StateStore,
+    delta_frame,
+)
+from margin_risk import archive, names
 from margin_risk.params import MarginParams
 
 # outputs DataFrame columns: topic, key (string), value (JSON string), headers (Kafka sink shape)
@@ -60,6 +68,8 @@ class JobContext:
     # The default is the input topics' retention: Kafka cannot redeliver anything older.
     dedupe_horizon_hours: int = DEDUPE_HORIZON_HOURS
     log: Optional[JobLog] = None
+    # Where the emitted results are archived (margin_risk.archive's layout); None: not archived.
+    history: Optional[HistoryWriter] = None
 
 
 @dataclass
@@ -286,11 +296,25 @@ def _apply_batch(
     for r in fills:
         note(r["symbol"], "fill", r, r["price"])
         sym_records.setdefault(r["symbol"], []).append(r)
+    for r in valid[names.TOPIC_HOUSE_REQUIREMENTS]:
+        f = facts.setdefault(r["symbol"], SymbolFacts())
+        entry = (int(r["event_us"]), int(r["partition"]), int(r["offset"]), dec(r["long_rate"]),
+                 dec(r["short_rate"]), bool(r["non_marginable"]), int(r["kafka_us"]))  # fmt: skip
+        f.house = f.merged(SymbolFacts(house=(entry,))).house
+        # An entry dated ahead of its arrival is a scheduled change: it re-margins nobody now
+        # (a result stamped in the future would make every later input look stale).
+        if entry[0] <= entry[6]:
+            sym_records.setdefault(r["symbol"], []).append(r)
     sym_trig: Dict[str, _Trigger] = {}
     for s, f in facts.items():
         old = book.symbols.get(s)
         new = (old or SymbolFacts()).merged(f)
-        if old is None or old.effective() != new.effective():
+        moved = (
+            old is None
+            or old.effective() != new.effective()
+            or old.in_force_now() != new.in_force_now()
+        )
+        if moved and s in sym_records:
             sym_trig[s] = _newest(sym_records[s])
             new.changed_ts = max(sym_trig[s].event_us, new.changed_ts or sym_trig[s].event_us)
         ch.symbols[s] = new
@@ -307,9 +331,15 @@ def _apply_batch(
     # --- job 3: margin and stress of the affected accounts, out to the sink ---------------------
     release: List[DataFrame] = []
     try:
-        outputs, observation = _outputs(spark, ctx, ch, own, sym_trig, rejected, batch_key, release)
+        outputs, observation, results = _outputs(
+            spark, ctx, ch, own, sym_trig, rejected, batch_key, release
+        )
         ctx.sink(outputs, batch_id)
         counts = _observed(observation, outputs)
+        # The margin history: the results the sink just emitted (cached by its job), before the
+        # commit, so a batch that fails after emitting is archived again by its replay.
+        if ctx.history is not None and results is not None:
+            ctx.history.write(_history_frames(results, batch_key), batch_id, batch_key)
     finally:
         for df in release:
             df.unpersist(blocking=True)
@@ -378,16 +408,17 @@ def _outputs(
     rejected: List[Tuple[Any, str]],
     batch_key: str,
     release: List[DataFrame],
-) -> Tuple[DataFrame, Optional[Observation]]:
+) -> Tuple[DataFrame, Optional[Observation], Optional[DataFrame]]:
     """The batch's output records (results of every affected account, then the rejected
-    records) and the observation that counts them while the sink writes them."""
+    records), the observation that counts them while the sink writes them, and (when the
+    job archives its results) the per-account results, cached by the sink's job."""
     st = ctx.state
     d = st.driver
     rejected_df = spark.createDataFrame(
         [_rejected_record(r, reason) for r, reason in rejected], _OUTPUT_SCHEMA
     )
     if not own and not sym_trig:  # nothing to recalculate
-        return rejected_df, None
+        return rejected_df, None, None
     # The book after this batch, as the changes since the base plus this batch's.
     after = type(d)(positions=dict(d.positions), cash=dict(d.cash), own_ts=dict(d.own_ts))
     for k, q in ch.positions.items():
@@ -413,7 +444,7 @@ def _outputs(
         price, beta = f.effective()
         trig = sym_trig.get(s)
         sym_rows.append(
-            (s, price, beta, f.changed_ts, trig is not None,
+            (s, price, beta, f.changed_ts, *f.house_columns(), trig is not None,
              *((trig.event_us, trig.topic, trig.partition, trig.offset, trig.kafka_us,
                 trig.symbol, trig.account_id) if trig else (None,) * 7))
         )  # fmt: skip
@@ -464,19 +495,21 @@ def _outputs(
         F.sum("cash").cast(CASH_TYPE).alias("cash"),
         F.max("last_ts").alias("last_ts"),
     )
-    priced = calc.kernel_rows(netted.join(symbols, "symbol", "left"), ctx.params)
     held_now = (
         F.col("symbol").isNotNull() & F.col("quantity").isNotNull() & (F.col("quantity") != 0)
     )
+    # The account's calculation time (its result's timestamp, as aggregated below).
+    calc_ts = F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts"))))
+    joined = _with_house(netted.join(symbols, "symbol", "left"), {**d.symbols, **ch.symbols},
+                         calc_ts)  # fmt: skip
+    priced = calc.kernel_rows(joined, ctx.params)
     held_changed = held_now & F.col("changed")
     trig_col = F.struct(*[F.col(c) for c, _ in _TRIG_COLUMNS])
     per_account = (
         priced.groupBy("account_id")
         .agg(
             F.sum("cash").cast(CASH_TYPE).alias("cash"),
-            F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts")))).alias(
-                "ts_us"
-            ),
+            calc_ts.alias("ts_us"),
             F.max(F.when(held_changed, trig_col)).alias("sym_newest"),
             F.sum(
                 F.when(
@@ -517,6 +550,7 @@ def _outputs(
         "worst_scenario",
         "worst_deficiency",
         "_positions",
+        F.greatest("ts_us", "o_event_us").alias("calc_us"),
         iso(F.timestamp_micros(F.greatest("ts_us", "o_event_us"))).alias("timestamp"),
         iso(F.timestamp_micros(F.col("newest.kafka_us"))).alias("origin_ts"),
         F.coalesce(
@@ -536,10 +570,12 @@ def _outputs(
         F.count(F.lit(1)).alias("accounts"),
         F.sum("_positions").alias("positions"),
     )
+    if ctx.history is not None:
+        out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        release.append(out)
 
     def event_id(topic: str) -> Column:
-        key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.lit(batch_key))
-        return F.substring(F.sha2(key, 256), 1, 32)
+        return _event_id(topic, batch_key)
 
     tail = ["correlation_id", "origin_ts", "input_count"]
     margin_json = F.to_json(
@@ -589,7 +625,55 @@ def _outputs(
             )
         ).alias("r"),
     ).select("r.*")
-    return results.unionByName(rejected_df), observation
+    return results.unionByName(rejected_df), observation, out
+
+
+def _event_id(topic: str, batch_key: str) -> Column:
+    """A result's id: the same for the same account, topic and batch records (a replay)."""
+    key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.lit(batch_key))
+    return F.substring(F.sha2(key, 256), 1, 32)
+
+
+def _history_frames(results: DataFrame, batch_key: str) -> Dict[str, DataFrame]:
+    """Each archive kind's rows of the per-account results, as the sink's records carry them."""
+    common = {"account_id": F.col("account_id"), "correlation_id": F.col("correlation_id")}
+    margin = {
+        **common,
+        "event_id": _event_id(names.TOPIC_MARGIN_CALC, batch_key),
+        **{c: F.col("m")[c] for c in calc.MARGIN_COLUMNS},
+    }
+    stress = {
+        **common,
+        "event_id": _event_id(names.TOPIC_STRESS, batch_key),
+        "scenarios": calc.public_scenarios(F.col("scenarios_full")),
+        "worst_scenario": F.col("worst_scenario"),
+        "worst_deficiency": F.col("worst_deficiency"),
+    }
+    ts = F.col("calc_us")
+    return {
+        archive.KIND_MARGIN: results.select(*archive_columns(archive.KIND_MARGIN, margin, ts)),
+        archive.KIND_STRESS: results.select(*archive_columns(archive.KIND_STRESS, stress, ts)),
+    }
+
+
+def _with_house(rows: DataFrame, symbols: Dict[str, SymbolFacts], calc_ts: Column) -> DataFrame:
+    """The position rows with the house rates in force at their account's calculation time
+    (``calc_ts``, an aggregate over the account's rows), as ``calc.HOUSE_COLUMNS``.
+
+    Every holder of a symbol is calculated at or after the symbol's ``changed_ts``, so the entry
+    in force then (the table's ``h_*`` columns) is every holder's, unless an entry is dated after
+    it (a scheduled change: the table then carries ``h_entries``). Only then is the account's
+    time needed before its aggregation, as a window over its rows."""
+    if not any(f.house for f in symbols.values()):
+        return rows  # no house entries anywhere: the kernel's plain rule
+    pairs = [("h_long", "long_rate"), ("h_short", "short_rate"), ("h_nm", "non_marginable")]
+    rates = [F.col(c) for c, _ in pairs]
+    if any(f.house_ahead() for f in symbols.values()):
+        at = calc_ts.over(Window.partitionBy("account_id"))
+        entry = calc.house_in_force(F.col("h_entries"), at)
+        ahead = F.col("h_entries").isNotNull()
+        rates = [F.when(ahead, entry[k]).otherwise(F.col(c)) for c, k in pairs]
+    return rows.select("*", *[rates[i].alias(n) for i, n in enumerate(calc.HOUSE_COLUMNS)])
 
 
 def _sql_strings(values: List[str]) -> str:
@@ -612,9 +696,8 @@ _TRIG_COLUMNS = (
     ("t_symbol", "string"),
     ("t_account", "string"),
 )
-_RECENT_SCHEMA = (
-    f"symbol string, price {PRICE_TYPE}, beta {BETA_TYPE}, changed_ts long, changed boolean, "
-    + ", ".join(f"{c} {t}" for c, t in _TRIG_COLUMNS)
+_RECENT_SCHEMA = f"{SYMBOL_SCHEMA}, changed boolean, " + ", ".join(
+    f"{c} {t}" for c, t in _TRIG_COLUMNS
 )
 _FORCED_SCHEMA = (
     "account_id string, o_event_us long, o_topic string, o_partition int, o_offset long, "

@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from emr_jobs.book import BatchChanges, DriverBook, Horizon, SymbolFacts
+from emr_jobs.calc import HOUSE_ENTRIES_TYPE, RATE_TYPE
 
 KEEP_COMMITTED = 3
 COMPACT_EVERY = 100
@@ -57,7 +58,12 @@ BOOK_SCHEMA = f"account_id string, cash {CASH_TYPE}, last_ts long, positions arr
 DELTA_SCHEMA = (
     f"account_id string, symbol string, quantity {QUANTITY_TYPE}, cash {CASH_TYPE}, last_ts long"
 )
-SYMBOL_SCHEMA = f"symbol string, price {PRICE_TYPE}, beta {BETA_TYPE}, changed_ts long"
+# h_*: the house entry in force at changed_ts; h_entries: every entry, only when one is dated
+# after changed_ts (see emr_jobs.book.SymbolFacts.house_columns).
+SYMBOL_SCHEMA = (
+    f"symbol string, price {PRICE_TYPE}, beta {BETA_TYPE}, changed_ts long, "
+    f"h_long {RATE_TYPE}, h_short {RATE_TYPE}, h_nm boolean, h_entries {HOUSE_ENTRIES_TYPE}"
+)
 SEEN_SCHEMA = "kind string, id string, v long, hour long"
 
 
@@ -273,7 +279,7 @@ class StateStore:
         rows = []
         for s, f in self.driver.symbols.items():
             price, beta = f.effective()
-            rows.append((s, price, beta, f.changed_ts))
+            rows.append((s, price, beta, f.changed_ts, *f.house_columns()))
         old = self.symbol_table
         self.symbol_table = _cached(self.spark.createDataFrame(rows, SYMBOL_SCHEMA))
         self.driver.symbols_since_table = set()

@@ -33,7 +33,7 @@ CHECKPOINT_PREFIX = "checkpoints/"
 # Spark's Kafka source names its consumer groups `spark-kafka-source-<uuid>` unless the job sets
 # `groupIdPrefix`; the job role may join groups with either prefix, and no other group.
 SPARK_GROUP_PREFIXES = ("spark-kafka-source-*", f"{names.EMR_JOB_NAME}*")
-SPARK_INPUT_TOPICS = names.INPUT_TOPICS
+SPARK_INPUT_TOPICS = names.MARGIN_JOB_TOPICS
 SPARK_OUTPUT_TOPICS = (*names.RESULT_TOPICS, names.TOPIC_REJECTED)
 
 
@@ -172,13 +172,22 @@ class ProcessingStack(cdk.Stack):
                 conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINT_PREFIX}*"]}},
             )
         )
-        # The margin history: the job only adds files (one per micro-batch, task and hour; a
-        # retried batch writes new files, readers keep one row per event_id), never reads,
-        # lists or deletes them.
+        # The margin history: the job stages a batch's files under its checkpoint prefix and
+        # copies them in (emr_jobs.history), one file per micro-batch, kind, task and hour under
+        # a name of the batch, so a retried batch rewrites the same objects. It never deletes
+        # there; the Hadoop FileSystem's existence checks before a copy read object metadata
+        # (HEAD: GetObject) and list the prefix (a HEAD without ListBucket answers 403, not 404).
         self.job_role.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["s3:PutObject"],
+                actions=["s3:PutObject", "s3:GetObject"],
                 resources=[self.checkpoints.arn_for_objects(f"{names.HISTORY_PREFIX}*")],
+            )
+        )
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.checkpoints.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{names.HISTORY_PREFIX}*"]}},
             )
         )
         self.history = HistoryTables(
