@@ -76,6 +76,9 @@ class SparkJobRole(Construct):
 
 
 class ProcessingStack(cdk.Stack):
+    """Built in named steps, each creating its constructs directly under the stack so their
+    logical ids (and so the deployed buckets and roles) do not depend on how the code is split."""
+
     def __init__(
         self,
         scope: Construct,
@@ -92,6 +95,17 @@ class ProcessingStack(cdk.Stack):
             construct_id,
             description="margin-risk-monitor: processing (EMR Serverless Spark)",
         )
+        self._data_bucket(config, access_logs)
+        self._job_code()
+        self._job_role(kafka)
+        self.history = HistoryTables(
+            self, "History", bucket=self.checkpoints, first_year=config.storage.audit_first_year
+        )
+        self._application(config, vpc, kafka_client_sg)
+        self._outputs()
+
+    def _data_bucket(self, config: EnvironmentConfig, access_logs: s3.IBucket) -> None:
+        """The key, the bucket of checkpoints, state and history, and the driver's log group."""
         cfg = config.emr
         self.key = kms.Key(
             self,
@@ -131,7 +145,9 @@ class ProcessingStack(cdk.Stack):
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
 
-        # Built inside the cloud assembly folder, next to the staged assets.
+    def _job_code(self) -> None:
+        """The entry point and the pyFiles zip, built inside the cloud assembly folder next to
+        the staged assets."""
         stage = cdk.Stage.of(self)
         assert stage is not None
         build_dir = Path(stage.outdir) / f"emr-build-{self.stack_name}"
@@ -139,8 +155,10 @@ class ProcessingStack(cdk.Stack):
         self.entrypoint = s3_assets.Asset(self, "EntryPoint", path=str(staged.entrypoint))
         self.pyfiles = s3_assets.Asset(self, "PyFiles", path=str(staged.pyfiles_zip))
 
-        job = SparkJobRole(self, "JobRole")
-        self.job_role = job.role
+    def _job_role(self, kafka: KafkaClusterRef) -> None:
+        """The runtime role and exactly what the job calls: its code, its S3 prefixes, its key,
+        its log group and its topics."""
+        self.job_role = SparkJobRole(self, "JobRole").role
         # EMR Serverless fetches the job's code with the job role: the two objects, nothing else.
         self.job_role.add_to_principal_policy(
             iam.PolicyStatement(
@@ -151,48 +169,8 @@ class ProcessingStack(cdk.Stack):
                 ],
             )
         )
-        # The checkpoint and state store under its prefix, through Hadoop's file system on S3:
-        # create, open, delete, rename (a copy and a delete), abandoned multipart uploads, and
-        # listings under the prefix only.
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                ],
-                resources=[self.checkpoints.arn_for_objects(f"{CHECKPOINT_PREFIX}*")],
-            )
-        )
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[self.checkpoints.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINT_PREFIX}*"]}},
-            )
-        )
-        # The margin history: the job stages a batch's files under its checkpoint prefix and
-        # copies them in (emr_jobs.history), one file per micro-batch, kind, task and hour under
-        # a name of the batch, so a retried batch rewrites the same objects. It never deletes
-        # there; the Hadoop FileSystem's existence checks before a copy read object metadata
-        # (HEAD: GetObject) and list the prefix (a HEAD without ListBucket answers 403, not 404).
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:PutObject", "s3:GetObject"],
-                resources=[self.checkpoints.arn_for_objects(f"{names.HISTORY_PREFIX}*")],
-            )
-        )
-        self.job_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[self.checkpoints.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{names.HISTORY_PREFIX}*"]}},
-            )
-        )
-        self.history = HistoryTables(
-            self, "History", bucket=self.checkpoints, first_year=config.storage.audit_first_year
-        )
+        self._grant_checkpoints()
+        self._grant_history()
         self.key.grant_encrypt_decrypt(self.job_role)
         self.log_group.grant_write(self.job_role)
         self.job_role.add_to_principal_policy(
@@ -205,6 +183,51 @@ class ProcessingStack(cdk.Stack):
         grant_consume(self.job_role, kafka, SPARK_INPUT_TOPICS, SPARK_GROUP_PREFIXES)
         grant_produce(self.job_role, kafka, SPARK_OUTPUT_TOPICS)
 
+    def _grant_checkpoints(self) -> None:
+        """The checkpoint and state store under its prefix, through Hadoop's file system on S3:
+        create, open, delete, rename (a copy and a delete), abandoned multipart uploads, and
+        listings under the prefix only."""
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
+                resources=[self.checkpoints.arn_for_objects(f"{CHECKPOINT_PREFIX}*")],
+            )
+        )
+        self._grant_listing(CHECKPOINT_PREFIX)
+
+    def _grant_history(self) -> None:
+        """The margin history: the job stages a batch's files under its checkpoint prefix and
+        copies them in (emr_jobs.history), one file per micro-batch, kind, task and hour under a
+        name of the batch, so a retried batch rewrites the same objects. It never deletes there;
+        the Hadoop FileSystem's existence checks before a copy read object metadata (HEAD:
+        GetObject) and list the prefix (a HEAD without ListBucket answers 403, not 404)."""
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject", "s3:GetObject"],
+                resources=[self.checkpoints.arn_for_objects(f"{names.HISTORY_PREFIX}*")],
+            )
+        )
+        self._grant_listing(names.HISTORY_PREFIX)
+
+    def _grant_listing(self, prefix: str) -> None:
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.checkpoints.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            )
+        )
+
+    def _application(
+        self, config: EnvironmentConfig, vpc: ec2.IVpc, kafka_client_sg: ec2.ISecurityGroup
+    ) -> None:
+        """The EMR Serverless application in the private subnets, logging to the job's group."""
+        cfg = config.emr
         subnets = vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
         self.application = emr.CfnApplication(
             self,
@@ -234,6 +257,9 @@ class ProcessingStack(cdk.Stack):
                 )
             ),
         )
+
+    def _outputs(self) -> None:
+        """What `stacks.start_job` reads to start the streaming run."""
         self.checkpoint_uri = f"s3://{self.checkpoints.bucket_name}/{CHECKPOINT_PREFIX}"
         self.history_uri = f"s3://{self.checkpoints.bucket_name}/{names.HISTORY_PREFIX}"
         for key, value in {

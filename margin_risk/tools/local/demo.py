@@ -29,13 +29,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dashboards.local_metrics import percentile
 from margin_risk import names
 from margin_risk.models import iso
 from margin_risk.tools.files import unwritable
 from margin_risk.tools.local.simulator import DEMO_DEADLINE_SECONDS, MarketSimulator, Step
+
+if TYPE_CHECKING:
+    from margin_risk.tools.local.esm import LocalEventSourceMapping
+    from margin_risk.tools.local.moto_server import Provisioned
+    from margin_risk.tools.local.spark_stage import SparkStage
 
 # The backtest's stricter policy: warn at 10% of gross instead of 5% (the session's deadline kept).
 BACKTEST_WARNING_CUSHION = 0.10
@@ -131,6 +136,16 @@ def _produce(producer: Any, step: Step) -> int:
     return len(step.records)
 
 
+@dataclass
+class _Pipeline:
+    """What the demo started and later reads from."""
+
+    bootstrap: str
+    prov: Provisioned
+    spark: SparkStage
+    esm: LocalEventSourceMapping
+
+
 class Demo:
     def __init__(self, opts: DemoOptions, out: TextIO) -> None:
         self.opts = opts
@@ -146,15 +161,6 @@ class Demo:
             self.out.flush()
 
     def run(self) -> Summary:
-        from confluent_kafka import Producer
-
-        from margin_risk.config import EnforcementConfig
-        from margin_risk.tools import desk
-        from margin_risk.tools.local.esm import LocalEventSourceMapping
-        from margin_risk.tools.local.kafka_broker import start_broker
-        from margin_risk.tools.local.moto_server import client_env, provision, start_moto
-        from margin_risk.tools.local.spark_stage import SparkStage
-
         o = self.opts
         started = time.monotonic()
         run_dir = o.run_dir.resolve()
@@ -169,107 +175,128 @@ class Demo:
         with ExitStack() as stack:
             saved_env = dict(os.environ)
             stack.callback(_restore_env, saved_env)
-            endpoint = os.environ.get("AWS_ENDPOINT_URL")
-            if not endpoint:
-                moto = start_moto()
-                stack.callback(moto.stop)
-                endpoint = moto.endpoint
-                os.environ.update(client_env(endpoint))
-                self.say(f"aws: embedded moto server at {endpoint}")
-            else:
-                self.say(f"aws: endpoint {endpoint} (AWS_ENDPOINT_URL)")
-            broker = start_broker(partitions=o.partitions, log_dir=run_dir / "logs")
-            stack.callback(broker.stop)
-            self.say(f"kafka: tansu broker at {broker.bootstrap}, {len(names.ALL_TOPICS)} topics")
-            cfg = EnforcementConfig.local(kafka_bootstrap=broker.bootstrap, kafka_auth="none")
-            prov = provision(endpoint, cfg)
-            os.environ.update(prov.config.to_environment())
-            os.environ.update(
-                {
-                    "MR_POLICY__CALL_DEADLINE_SECONDS": str(o.deadline_seconds),
-                    "MR_METRICS_DIR": str(run_dir / "metrics"),
-                    "POWERTOOLS_TRACE_DISABLED": "true",
-                    "POWERTOOLS_SERVICE_NAME": names.SERVICE_ENFORCEMENT,
-                    "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
-                }
-            )
-            terminal = stack.enter_context(captured_stdout(run_dir / "logs" / "enforcement.jsonl"))
-            self.out = terminal if self.out is sys.stdout else self.out
-            from lambdas.enforcement import runtime
-            from lambdas.enforcement.local_invoke import invoke
-
-            runtime.reset_runtime()
-            stack.callback(runtime.reset_runtime)  # later users rebuild from their own env
-            spark = SparkStage(broker.bootstrap, run_dir, o)
-            stack.callback(spark.stop)
-            self.say(f"spark: margin job in local[2] ({spark.startup_seconds:.1f}s to start)")
-            self._house(sim)
-            if o.warm_up_spark:
-                self.say(f"spark: warmed up on a throwaway session in {spark.warm_up():.1f}s")
-            esm = LocalEventSourceMapping(
-                broker.bootstrap,
-                invoke,
-                topics=names.ENFORCEMENT_INPUT_TOPICS,
-                batch_size=o.batch_size,
-                window_seconds=o.window_seconds,
-                on_failure=_SqsOnFailure(prov.on_failure_queue_url),
-            )
-            stack.callback(esm.close)
-            producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
-            # The operator is whoever the AWS credentials say (here the embedded endpoint's STS).
-            self.summary.operator = desk.operator_identity()
-            desk_out = desk.DeskPublisher(broker.bootstrap, auth="none")
-            # Sequential on purpose: the mapping on its own thread made each Spark batch twice
-            # as slow (the handler and moto hold the GIL the py4j calls wait for).
-            for n, step in enumerate(sim.steps, start=1):
-                self.summary.events_in += _produce(producer, step)
-                for plan in step.desk:
-                    action = plan.action_at(step.at, self.summary.operator)
-                    desk_out.publish(action)
-                    self.summary.desk_actions.append(json.loads(action.to_json()))
-                    until = f" until {iso(action.until)}" if action.until else ""
-                    self.say(
-                        f"        desk: {action.action} {action.account_id}{until}"
-                        f" ({action.reason}) by {action.operator}"
-                    )
-                t0 = time.monotonic()
-                spark.settle(crash=o.crash_spark_at_step == n)
-                t1 = time.monotonic()
-                esm.drain()
-                self.say(
-                    f"[{n:2d}/{len(sim.steps)}] {step.name:<32} events in"
-                    f" {self.summary.events_in:5d}  margin results {spark.margin_results:5d}"
-                    f"  delivered to enforcement {esm.stats.records_delivered:5d}"
-                    f"  (spark {t1 - t0:4.1f}s, enforcement {time.monotonic() - t1:4.1f}s)"
-                )
-            producer.flush(30)
-            del producer  # its librdkafka threads go now, before the broker stops
-            self.summary.duplicate_fills_sent = sim.duplicates_sent
-            self.summary.margin_results = spark.margin_results
-            self.summary.stress_results = spark.stress_results
-            self.summary.rejected_by_spark = spark.rejected
-            self.summary.spark_restarts = spark.restarts
-            self._collect(run_dir, prov)
-            self._history(run_dir, broker.bootstrap)
+            pipeline = self._start(stack, run_dir, sim)
+            self._play(sim, pipeline)
+            self._download_bucket(run_dir, pipeline.prov)
+            trail = self._count_decisions(run_dir)
+            self._compare_state(pipeline.prov, trail)
+            self._audit_queries(run_dir, trail)
+            self._observe(run_dir)
+            self._history(run_dir)
         self.summary.wall_seconds = round(time.monotonic() - started, 1)
         return self.summary
 
-    def _collect(self, run_dir: Path, prov: Any) -> None:
-        """Read back the audit trail, state and metrics; run the named queries; render reports."""
-        import boto3
+    def _start(self, stack: ExitStack, run_dir: Path, sim: MarketSimulator) -> _Pipeline:
+        """The stand-ins (AWS endpoint, broker), the Spark job and the mapping to the handler,
+        each stopped by ``stack`` in reverse order."""
+        from margin_risk.config import EnforcementConfig
+        from margin_risk.tools.local.esm import LocalEventSourceMapping
+        from margin_risk.tools.local.kafka_broker import start_broker
+        from margin_risk.tools.local.moto_server import client_env, provision, start_moto
+        from margin_risk.tools.local.spark_stage import SparkStage
 
-        from margin_risk.audit import comparable, read_audit_dir, rebuild_state, view_of
-        from margin_risk.enforcement import AccountState
-        from margin_risk.models import DESK_DECISIONS
-        from margin_risk.tools.local.athena_local import LocalAthena
-        from stacks.athena_queries import NAMED_QUERIES
+        o = self.opts
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if not endpoint:
+            moto = start_moto()
+            stack.callback(moto.stop)
+            endpoint = moto.endpoint
+            os.environ.update(client_env(endpoint))
+            self.say(f"aws: embedded moto server at {endpoint}")
+        else:
+            self.say(f"aws: endpoint {endpoint} (AWS_ENDPOINT_URL)")
+        broker = start_broker(partitions=o.partitions, log_dir=run_dir / "logs")
+        stack.callback(broker.stop)
+        self.say(f"kafka: tansu broker at {broker.bootstrap}, {len(names.ALL_TOPICS)} topics")
+        cfg = EnforcementConfig.local(kafka_bootstrap=broker.bootstrap, kafka_auth="none")
+        prov = provision(endpoint, cfg)
+        os.environ.update(prov.config.to_environment())
+        os.environ.update(
+            {
+                "MR_POLICY__CALL_DEADLINE_SECONDS": str(o.deadline_seconds),
+                "MR_METRICS_DIR": str(run_dir / "metrics"),
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_SERVICE_NAME": names.SERVICE_ENFORCEMENT,
+                "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
+            }
+        )
+        terminal = stack.enter_context(captured_stdout(run_dir / "logs" / "enforcement.jsonl"))
+        self.out = terminal if self.out is sys.stdout else self.out
+        from lambdas.enforcement import runtime
+        from lambdas.enforcement.local_invoke import invoke
+
+        runtime.reset_runtime()
+        stack.callback(runtime.reset_runtime)  # later users rebuild from their own env
+        spark = SparkStage(broker.bootstrap, run_dir, o)
+        stack.callback(spark.stop)
+        self.say(f"spark: margin job in local[2] ({spark.startup_seconds:.1f}s to start)")
+        self._house(sim)
+        if o.warm_up_spark:
+            self.say(f"spark: warmed up on a throwaway session in {spark.warm_up():.1f}s")
+        esm = LocalEventSourceMapping(
+            broker.bootstrap,
+            invoke,
+            topics=names.ENFORCEMENT_INPUT_TOPICS,
+            batch_size=o.batch_size,
+            window_seconds=o.window_seconds,
+            on_failure=_SqsOnFailure(prov.on_failure_queue_url),
+        )
+        stack.callback(esm.close)
+        return _Pipeline(broker.bootstrap, prov, spark, esm)
+
+    def _play(self, sim: MarketSimulator, pipeline: _Pipeline) -> None:
+        """Publish the session step by step, the desk's actions with their step, and let the
+        pipeline settle after each."""
+        from confluent_kafka import Producer
+
+        from margin_risk.tools import desk
+
+        spark, esm = pipeline.spark, pipeline.esm
+        producer = Producer({"bootstrap.servers": pipeline.bootstrap, "enable.idempotence": True})
+        # The operator is whoever the AWS credentials say (here the embedded endpoint's STS).
+        self.summary.operator = desk.operator_identity()
+        desk_out = desk.DeskPublisher(pipeline.bootstrap, auth="none")
+        # Sequential on purpose: the mapping on its own thread made each Spark batch twice
+        # as slow (the handler and moto hold the GIL the py4j calls wait for).
+        for n, step in enumerate(sim.steps, start=1):
+            self.summary.events_in += _produce(producer, step)
+            for plan in step.desk:
+                action = plan.action_at(step.at, self.summary.operator)
+                desk_out.publish(action)
+                self.summary.desk_actions.append(json.loads(action.to_json()))
+                until = f" until {iso(action.until)}" if action.until else ""
+                self.say(
+                    f"        desk: {action.action} {action.account_id}{until}"
+                    f" ({action.reason}) by {action.operator}"
+                )
+            t0 = time.monotonic()
+            spark.settle(crash=self.opts.crash_spark_at_step == n)
+            t1 = time.monotonic()
+            esm.drain()
+            self.say(
+                f"[{n:2d}/{len(sim.steps)}] {step.name:<32} events in"
+                f" {self.summary.events_in:5d}  margin results {spark.margin_results:5d}"
+                f"  delivered to enforcement {esm.stats.records_delivered:5d}"
+                f"  (spark {t1 - t0:4.1f}s, enforcement {time.monotonic() - t1:4.1f}s)"
+            )
+        producer.flush(30)
+        del producer  # its librdkafka threads go now, before the broker stops
+        s = self.summary
+        s.duplicate_fills_sent = sim.duplicates_sent
+        s.margin_results = spark.margin_results
+        s.stress_results = spark.stress_results
+        s.rejected_by_spark = spark.rejected
+        s.spark_restarts = spark.restarts
+
+    def _download_bucket(self, run_dir: Path, prov: Any) -> None:
+        """Copy the audit bucket (trail and rejected records) under ``<run>/s3`` and count it."""
+        import boto3
 
         s3 = boto3.client("s3")
         bucket = prov.config.audit_bucket
         audit_root = run_dir / "s3"
-        paginator = s3.get_paginator("list_objects_v2")
         rejected = 0
-        for page in paginator.paginate(Bucket=bucket):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -282,14 +309,19 @@ class Demo:
                     rejected += sum(1 for line in body.splitlines() if line.strip())
         self.summary.rejected_by_enforcement = rejected
         self.summary.rejected_records = self.summary.rejected_by_spark + rejected
-        trail = read_audit_dir(audit_root / names.AUDIT_PREFIX) if (
-            audit_root / names.AUDIT_PREFIX
-        ).exists() else []  # fmt: skip
-        self.summary.audit_events = len(trail)
+
+    def _count_decisions(self, run_dir: Path) -> list[Any]:
+        """The trail's decisions by type, and the decision each desk action got."""
+        from margin_risk.audit import read_audit_dir
+        from margin_risk.models import DESK_DECISIONS
+
+        root = run_dir / "s3" / names.AUDIT_PREFIX
+        trail = read_audit_dir(root) if root.exists() else []
+        s = self.summary
+        s.audit_events = len(trail)
         counts = {t: 0 for t in names.DECISION_METRIC}
         for e in trail:
             counts[e.event_type] += 1
-        s = self.summary
         s.margin_warnings = counts[names.EVENT_MARGIN_WARNING]
         s.margin_calls_issued = counts[names.EVENT_MARGIN_CALL_ISSUED]
         s.margin_calls_met = counts[names.EVENT_MARGIN_CALL_MET]
@@ -306,8 +338,15 @@ class Demo:
         }
         for a in s.desk_actions:
             a["decision"] = decided.get(a["action_id"], "none")
+        return trail
 
-        # DynamoDB state vs the state rebuilt from the audit trail alone
+    def _compare_state(self, prov: Any, trail: list[Any]) -> None:
+        """DynamoDB's account state against the state rebuilt from the audit trail alone."""
+        import boto3
+
+        from margin_risk.audit import comparable, rebuild_state, view_of
+        from margin_risk.enforcement import AccountState
+
         ddb = boto3.client("dynamodb")
         live = {}
         for page in ddb.get_paginator("scan").paginate(TableName=prov.config.state_table_name):
@@ -317,38 +356,50 @@ class Demo:
                 st = AccountState.model_validate_json(item["state"]["S"])
                 live[st.account_id] = comparable(view_of(st))
         rebuilt = {a: comparable(v) for a, v in rebuild_state(trail).items()}
-        touched = {a for a, v in rebuilt.items()} | {a for a, v in live.items() if v[1]}
-        s.state_matches_audit_rebuild = all(rebuilt.get(a) == live.get(a) for a in touched)
+        touched = set(rebuilt) | {a for a, v in live.items() if v[1]}
+        self.summary.state_matches_audit_rebuild = all(
+            rebuilt.get(a) == live.get(a) for a in touched
+        )
 
-        # The runbook's Athena queries, same text, on DuckDB over the same partitions
-        athena = LocalAthena(audit_root / names.AUDIT_PREFIX)
+    def _audit_queries(self, run_dir: Path, trail: list[Any]) -> None:
+        """The runbook's Athena queries, same text, on DuckDB over the same partitions."""
+        from margin_risk.tools.local.athena_local import LocalAthena
+        from stacks.athena_queries import NAMED_QUERIES
+
+        athena = LocalAthena(run_dir / "s3" / names.AUDIT_PREFIX)
         day = (2026, 2, 16)
         by_type = athena.query(NAMED_QUERIES["events_by_type_for_day"].sql, day)
         liq = athena.query(NAMED_QUERIES["accounts_with_liquidations_in_month"].sql, day[:2])
-        first_call = next(
-            (e for e in trail if e.event_type == names.EVENT_MARGIN_CALL_ISSUED), None
-        )
+        s = self.summary
         s.named_queries = {
             "events_by_type_for_day": {r["event_type"]: r["events"] for r in by_type},
             "accounts_with_liquidations_in_month": len(liq),
         }
-        if first_call is not None:
-            calls = athena.query(
-                NAMED_QUERIES["margin_calls_for_account"].sql, [first_call.account_id]
-            )
-            trace = athena.query(
-                NAMED_QUERIES["trace_by_correlation_id"].sql, [first_call.correlation_id]
-            )
-            s.named_queries["margin_calls_for_account"] = {
-                "account_id": first_call.account_id, "calls": len(calls),
-            }  # fmt: skip
-            s.named_queries["trace_by_correlation_id"] = {
-                "correlation_id": first_call.correlation_id,
-                "decisions": [r["event_type"] for r in trace],
-            }
+        first_call = next(
+            (e for e in trail if e.event_type == names.EVENT_MARGIN_CALL_ISSUED), None
+        )
+        if first_call is None:
+            return
+        calls = athena.query(NAMED_QUERIES["margin_calls_for_account"].sql, [first_call.account_id])
+        trace = athena.query(
+            NAMED_QUERIES["trace_by_correlation_id"].sql, [first_call.correlation_id]
+        )
+        s.named_queries["margin_calls_for_account"] = {
+            "account_id": first_call.account_id, "calls": len(calls),
+        }  # fmt: skip
+        s.named_queries["trace_by_correlation_id"] = {
+            "correlation_id": first_call.correlation_id,
+            "decisions": [r["event_type"] for r in trace],
+        }
 
+    def _observe(self, run_dir: Path) -> None:
+        """End-to-end latency percentiles, the dashboard page and the health verdict, from the
+        metrics the handler and the job wrote."""
+        from dashboards.html_render import write_dashboard
         from dashboards.local_metrics import load_metrics_dir
+        from margin_risk.tools.health import local_report
 
+        s = self.summary
         latencies = [
             p.value
             for p in load_metrics_dir(run_dir / "metrics").points
@@ -357,17 +408,8 @@ class Demo:
         s.latency_ms_p50 = _round(percentile(latencies, 50))
         s.latency_ms_p95 = _round(percentile(latencies, 95))
         s.latency_ms_p99 = _round(percentile(latencies, 99))
-
-        try:
-            from dashboards.html_render import write_dashboard
-            from margin_risk.tools.health import local_report
-
-            page = write_dashboard(run_dir / "dashboard", run_dir / "metrics")
-            s.dashboard = str(page)
-            report = local_report(run_dir / "metrics")
-            s.health = report.verdict
-        except ImportError as e:  # observability not installed in this checkout
-            s.health = f"unavailable ({e})"
+        s.dashboard = str(write_dashboard(run_dir / "dashboard", run_dir / "metrics"))
+        s.health = local_report(run_dir / "metrics").verdict
 
     def _house(self, sim: MarketSimulator) -> None:
         """The session's house entries (published with its opening step) and their holders."""
@@ -382,7 +424,7 @@ class Demo:
                     f" {entry['as_of']}, {held} books hold it"
                 )
 
-    def _history(self, run_dir: Path, bootstrap: str) -> None:
+    def _history(self, run_dir: Path) -> None:
         """The margin history the Spark job wrote: query it, backtest a stricter cushion."""
         from margin_risk.tools.local.athena_local import LocalAthena
         from margin_risk.tools.local.demo_history import history_stats, run_backtest

@@ -126,14 +126,17 @@ def provision(
     s3 = session.client("s3", endpoint_url=endpoint)
     # Object Lock (and so versioning) as the deployed audit bucket has: every write stays a
     # version, so a test can show that no audit object was ever written twice.
-    s3.create_bucket(Bucket=cfg.audit_bucket, ObjectLockEnabledForBucket=True)
-    s3.put_object_lock_configuration(
-        Bucket=cfg.audit_bucket,
-        ObjectLockConfiguration={
-            "ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
-        },
-    )
+    # Provisioning twice (moto's in-process state outlives a stopped server) keeps the bucket:
+    # its lock configuration cannot change once it holds objects.
+    if cfg.audit_bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=cfg.audit_bucket, ObjectLockEnabledForBucket=True)
+        s3.put_object_lock_configuration(
+            Bucket=cfg.audit_bucket,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+            },
+        )
     sns = session.client("sns", endpoint_url=endpoint)
     topic_arn: str = sns.create_topic(Name=names.OPERATOR_TOPIC)["TopicArn"]
     sqs = session.client("sqs", endpoint_url=endpoint)
