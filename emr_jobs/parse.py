@@ -145,6 +145,10 @@ def _reason(topic: str, j: Column, raw: Column, jt: Column) -> Column:
             rules.append((j[name].isNull(), "missing_field"))
         if isinstance(typ, T.StringType) and required:
             rules.append((F.length(j[name]) == 0, "empty_field"))
+            # Spark's parser reads a number, a boolean or an object into a string field as its
+            # JSON text; the core's models take only a JSON string. The key followed by a quote
+            # in the raw text says the value is one (a quote inside a string is escaped).
+            rules.append((~raw.rlike(f'"{name}"\\s*:\\s*"'), "wrong_type"))
     for name, typ, _ in TOPIC_FIELDS[topic]:
         if isinstance(typ, T.DoubleType):
             rules.append((j[name].isNotNull() & ~_finite(j[name]), "non_finite_number"))
