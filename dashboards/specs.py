@@ -26,7 +26,7 @@ Level = Literal["warning", "critical"]
 MissingData = Literal["notBreaching", "breaching", "ignore", "missing"]
 LocalFn = Callable[[Mapping[str, float]], float]
 
-# --- KPI thresholds (the seed's KPIs; issue #6) ------------------------------------------------
+# --- KPI thresholds (the product's operating KPIs, docs/runbook.md) -------------------------------
 LAMBDA_ERRORS_WARNING = 0.0  # any error in 5 minutes
 LAMBDA_ERRORS_CRITICAL = 5.0  # more than 5 errors in 5 minutes
 OFFSET_LAG_WARNING = 100.0  # messages

@@ -12,7 +12,7 @@ from margin_risk import names
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The seed's KPIs (issue #6): alarm id -> (namespace, metric or inputs, warning, critical).
+# The seed's KPIs (the operating KPIs): alarm id -> (namespace, metric or inputs, warning, critical).
 KPI = {
     "lambda-errors": ("AWS/Lambda", "Errors", 0.0, 5.0),
     "kafka-offset-lag": ("AWS/Lambda", "OffsetLag", 100.0, 1000.0),
