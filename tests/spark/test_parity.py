@@ -15,6 +15,7 @@ from emr_jobs.calc import (
     HOUSE_LONG,
     HOUSE_NON_MARGINABLE,
     HOUSE_SHORT,
+    MARGIN_COLUMNS,
     compute_margin_df,
     compute_stress_df,
     house_in_force,
@@ -30,6 +31,12 @@ pytestmark = pytest.mark.spark
 N_ACCOUNTS = 3000
 POSITIONS = "account_id string, symbol string, quantity decimal(16,4), price decimal(19,4), beta decimal(6,4)"
 CASH = "account_id string, cash decimal(19,4)"
+# The default rules, and a concentration add-on that binds on many generated books.
+PARAMETERS = pytest.mark.parametrize(
+    "params",
+    [MarginParams(), MarginParams(concentration_addon="0.10", concentration_threshold="0.30")],
+    ids=["defaults", "concentration-addon"],
+)
 
 
 def _frames(spark: SparkSession, books: list[Book]):  # type: ignore[no-untyped-def]
@@ -39,11 +46,7 @@ def _frames(spark: SparkSession, books: list[Book]):  # type: ignore[no-untyped-
     return positions, cash
 
 
-@pytest.mark.parametrize(
-    "params",
-    [MarginParams(), MarginParams(concentration_addon="0.10", concentration_threshold="0.30")],
-    ids=["defaults", "concentration-addon"],
-)
+@PARAMETERS
 def test_margin_and_stress_match_reference_exactly(
     spark: SparkSession, params: MarginParams
 ) -> None:
@@ -62,14 +65,7 @@ def test_margin_and_stress_match_reference_exactly(
     for b in books:
         ref = compute_margin(b.cash, b.holdings, params)
         got = margin[b.account_id]
-        for field in (
-            "long_market_value",
-            "short_market_value",
-            "equity",
-            "maintenance_req",
-            "excess",
-            "deficiency",
-        ):
+        for field in MARGIN_COLUMNS:
             assert got[field] == getattr(ref, field), (b.account_id, field)
         half_cents += (ref.maintenance_req * 1000) % 10 == 5
         table = stress_table(b.cash, b.holdings, params)
@@ -172,11 +168,7 @@ def _us(t: datetime) -> int:
     return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
-@pytest.mark.parametrize(
-    "params",
-    [MarginParams(), MarginParams(concentration_addon="0.10", concentration_threshold="0.30")],
-    ids=["defaults", "concentration-addon"],
-)
+@PARAMETERS
 def test_house_entries_in_force_at_the_calculation_time_match_the_core_exactly(
     spark: SparkSession, params: MarginParams
 ) -> None:
@@ -222,8 +214,7 @@ def test_house_entries_in_force_at_the_calculation_time_match_the_core_exactly(
         house = book_of_entries.in_force(_calc_time(i))
         ref = compute_margin(b.cash, b.holdings, params, house)
         got = margin[b.account_id]
-        for field in ("long_market_value", "short_market_value", "equity", "maintenance_req",
-                      "excess", "deficiency"):  # fmt: skip
+        for field in MARGIN_COLUMNS:
             assert got[field] == getattr(ref, field), (b.account_id, field)
         table = stress_table(b.cash, b.holdings, params, house=house)
         srow = stress[b.account_id]
