@@ -105,7 +105,7 @@ class _Feed:
         self.offset = 0
 
     def batch(self, spark: Any, minute: int) -> Any:
-        from emr_jobs.parse import KAFKA_BATCH_SCHEMA
+        from emr_jobs.frames import kafka_frame
 
         at = T0.replace(minute=30 + minute % 29, second=minute // 29 % 60)
         ts = at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -128,10 +128,11 @@ class _Feed:
             v = {"symbol": sym, "price": round(self.rng.uniform(1.0, 300.0), 2), "timestamp": ts}
             rows.append(("prices.v1", v))
         out: list[tuple[Any, ...]] = []
+        at_us = int(at.timestamp()) * 1_000_000
         for topic, v in rows:
-            out.append((b"k", json.dumps(v).encode(), topic, 0, self.offset, at, 0, []))
+            out.append((b"k", json.dumps(v).encode(), topic, 0, self.offset, at_us, 0, []))
             self.offset += 1
-        return spark.createDataFrame(out, KAFKA_BATCH_SCHEMA)
+        return kafka_frame(spark, out)
 
 
 def _noop_sink(df: Any, batch_id: int) -> None:

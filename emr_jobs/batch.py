@@ -35,8 +35,9 @@ from pyspark.sql import functions as F
 
 from emr_jobs import calc, parse
 from emr_jobs.book import BatchChanges, SymbolFacts
+from emr_jobs.frames import local_frame
 from emr_jobs.metrics import JobLog, MetricsWriter, batch_metrics
-from emr_jobs.state import BETA_TYPE, CASH_TYPE, PRICE_TYPE, QUANTITY_TYPE, StateStore, delta_frame
+from emr_jobs.state import BETA_TYPE, CASH_TYPE, PRICE_TYPE, QUANTITY_TYPE, StateStore
 from margin_risk import names
 from margin_risk.params import MarginParams
 
@@ -383,11 +384,12 @@ def _outputs(
     records) and the observation that counts them while the sink writes them."""
     st = ctx.state
     d = st.driver
-    rejected_df = spark.createDataFrame(
-        [_rejected_record(r, reason) for r, reason in rejected], _OUTPUT_SCHEMA
+    rejected_df = local_frame(
+        spark, _OUTPUT_FIELDS, [_rejected_record(r, reason) for r, reason in rejected]
     )
     if not own and not sym_trig:  # nothing to recalculate
         return rejected_df, None
+    plan = _plan(ctx.params, _shuffle_partitions(spark))
     # The book after this batch, as the changes since the base plus this batch's.
     after = type(d)(positions=dict(d.positions), cash=dict(d.cash), own_ts=dict(d.own_ts))
     for k, q in ch.positions.items():
@@ -417,26 +419,28 @@ def _outputs(
              *((trig.event_us, trig.topic, trig.partition, trig.offset, trig.kafka_us,
                 trig.symbol, trig.account_id) if trig else (None,) * 7))
         )  # fmt: skip
-    recent_df = spark.createDataFrame(sym_rows, _RECENT_SCHEMA)
     assert st.symbol_table is not None
-    symbols = (
-        st.symbol_table.join(recent_df.select("symbol"), "symbol", "left_anti")
-        .select(
-            "*",
-            F.lit(False).alias("changed"),
-            *[F.lit(None).cast(t).alias(c) for c, t in _TRIG_COLUMNS],
-        )
-        .unionByName(recent_df)
+    table = st.symbol_table
+    if recent:  # a literal list, filtered in the scan of the cached table (no join)
+        table = table.where(F.expr(f"NOT symbol IN ({_sql_strings(recent)})"))
+    symbols = table.select(*plan.table_as_symbols).unionByName(
+        local_frame(spark, _SYMBOL_FIELDS, sym_rows)
     )
 
-    forced_rows = []
-    for a in forced:
-        n = _newest(own[a])
-        forced_rows.append(
-            (a, n.event_us, n.topic, n.partition, n.offset, n.kafka_us, n.symbol,
-             n.correlation_id, len(own[a]))
-        )  # fmt: skip
-    forced_df = spark.createDataFrame(forced_rows, _FORCED_SCHEMA)
+    # The changes since the base, after this batch: one row per (account, symbol) moved, and one
+    # per account whose cash or own time moved; an account with fills or cash in this batch also
+    # carries its newest own input (the o_* columns) on that row.
+    change_rows: List[Tuple[Any, ...]] = [
+        (a, s, q, None, None, *_NO_OWN) for (a, s), q in after.positions.items()
+    ]
+    for a in set(after.cash) | set(after.own_ts):
+        o: Tuple[Any, ...] = _NO_OWN
+        if a in own:
+            n = _newest(own[a])
+            o = (n.event_us, n.topic, n.partition, n.offset, n.kafka_us, n.symbol,
+                 n.correlation_id, len(own[a]))  # fmt: skip
+        change_rows.append((a, None, None, after.cash.get(a), after.own_ts.get(a), *o))
+    changes = local_frame(spark, _CHANGE_FIELDS, change_rows)
 
     # One scan of the cached book: accounts with fills or cash, and holders of changed symbols.
     assert st.book is not None
@@ -446,53 +450,97 @@ def _outputs(
         conds.append(f"account_id IN ({_sql_strings(forced + delta_holders)})")
     if changed:
         conds.append(f"arrays_overlap(positions.symbol, array({_sql_strings(changed)}))")
-    hit = F.expr(" OR ".join(conds))
-    scan = st.book.where(hit).select(
-        "account_id", F.posexplode_outer("positions").alias("i", "p"), "cash", "last_ts"
+    hit = st.book.where(F.expr(" OR ".join(conds)))
+    scan = hit.select(*plan.book_explode).select(*plan.book_rows)
+    # Every row of an account in one partition: the netting by (account, symbol) and the
+    # per-account aggregation then need no further exchange.
+    rows = scan.unionByName(changes).repartition(plan.partitions, "account_id")
+    netted = rows.groupBy("account_id", "symbol").agg(*plan.netting)
+    priced = netted.join(symbols, "symbol", "left").select("*", *plan.kernel_rows)
+    per_account = priced.groupBy("account_id").agg(*plan.per_account).where(plan.affected)
+    margin = calc.kernel_finish(per_account, ctx.params, priced.where(plan.held_now))
+    out = margin.select("*", plan.newest).select(
+        *plan.out_columns, F.lit(batch_key).alias("batch_key")
     )
+    observation = Observation(f"margin-batch-{time.monotonic_ns()}")
+    out = out.observe(observation, *plan.observed)
+    results = out.select(plan.results).select("r.*")
+    return results.unionByName(rejected_df), observation
+
+
+@dataclass
+class _Plan:
+    """The column expressions of a micro-batch's third job, built once per parameters (an
+    expression costs a Py4J round trip per node to build, and every batch uses the same)."""
+
+    partitions: int
+    table_as_symbols: List[Column]
+    book_explode: List[Column]
+    book_rows: List[Column]
+    netting: List[Column]
+    kernel_rows: List[Column]
+    per_account: List[Column]
+    affected: Column
+    held_now: Column
+    newest: Column
+    out_columns: List[Column]
+    observed: List[Column]
+    results: Column
+
+
+_PLANS: Dict[Tuple[MarginParams, int], _Plan] = {}
+
+
+def _shuffle_partitions(spark: SparkSession) -> int:
+    return int(spark.conf.get("spark.sql.shuffle.partitions") or 2)
+
+
+def _plan(p: MarginParams, partitions: int) -> _Plan:
+    key = (p, partitions)
+    if key not in _PLANS:
+        _PLANS[key] = _build_plan(p, partitions)
+    return _PLANS[key]
+
+
+def _build_plan(p: MarginParams, partitions: int) -> _Plan:
     first_row = F.col("i").isNull() | (F.col("i") == 0)  # carries the account's cash and time
-    rows = scan.select(
-        "account_id",
+    book_rows = [
+        F.col("account_id"),
         F.col("p.symbol").alias("symbol"),
         F.col("p.quantity").alias("quantity"),
         F.when(first_row, F.col("cash")).alias("cash"),
         F.when(first_row, F.col("last_ts")).alias("last_ts"),
-    ).unionByName(delta_frame(spark, after))
-    # Per (account, symbol): the net position (a row without a symbol carries only cash/time).
-    netted = rows.groupBy("account_id", "symbol").agg(
+        *[F.lit(None).cast(t).alias(c) for c, t in _OWN_FIELDS],
+    ]
+    # Per (account, symbol): the net position (a row without a symbol carries only cash/time,
+    # and for an account with fills or cash its newest own input: one such row per account).
+    netting = [
         F.sum("quantity").cast(QUANTITY_TYPE).alias("quantity"),
         F.sum("cash").cast(CASH_TYPE).alias("cash"),
         F.max("last_ts").alias("last_ts"),
-    )
-    priced = calc.kernel_rows(netted.join(symbols, "symbol", "left"), ctx.params)
+        *[F.max(c).alias(c) for c, _ in _OWN_FIELDS],
+    ]
     held_now = (
         F.col("symbol").isNotNull() & F.col("quantity").isNotNull() & (F.col("quantity") != 0)
     )
     held_changed = held_now & F.col("changed")
     trig_col = F.struct(*[F.col(c) for c, _ in _TRIG_COLUMNS])
-    per_account = (
-        priced.groupBy("account_id")
-        .agg(
-            F.sum("cash").cast(CASH_TYPE).alias("cash"),
-            F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts")))).alias(
-                "ts_us"
-            ),
-            F.max(F.when(held_changed, trig_col)).alias("sym_newest"),
-            F.sum(
-                F.when(
-                    held_changed
-                    & (F.col("t_account").isNull() | (F.col("t_account") != F.col("account_id"))),
-                    1,
-                ).otherwise(0)
-            ).alias("sym_inputs"),
-            F.max(F.when(held_changed, True)).alias("holds_changed"),
-            F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
-            *calc.kernel_aggregates(held_now, ctx.params),
-        )
-        .join(forced_df, "account_id", "left")
-        .where(F.col("own_count").isNotNull() | F.col("holds_changed"))
-    )
-    margin = calc.kernel_finish(per_account, ctx.params, priced.where(held_now))
+    per_account = [
+        F.sum("cash").cast(CASH_TYPE).alias("cash"),
+        F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts")))).alias("ts_us"),
+        F.max(F.when(held_changed, trig_col)).alias("sym_newest"),
+        F.sum(
+            F.when(
+                held_changed
+                & (F.col("t_account").isNull() | (F.col("t_account") != F.col("account_id"))),
+                1,
+            ).otherwise(0)
+        ).alias("sym_inputs"),
+        F.max(F.when(held_changed, True)).alias("holds_changed"),
+        F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
+        *[F.max(c).alias(c) for c, _ in _OWN_FIELDS],
+        *calc.kernel_aggregates(held_now, p),
+    ]
     own_newest = F.struct(
         F.col("o_event_us").alias("event_us"),
         F.col("o_topic").alias("topic"),
@@ -507,10 +555,7 @@ def _outputs(
         .when(F.col("sym_newest").isNull(), own_newest)
         .otherwise(F.greatest(own_newest, sym_newest))
     )
-    out = margin.select(
-        "*",
-        newest.alias("newest"),
-    ).select(
+    out_columns: List[Any] = [
         "account_id",
         "m",
         "scenarios_full",
@@ -529,16 +574,10 @@ def _outputs(
             ),
         ).alias("correlation_id"),
         (F.coalesce("own_count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
-    )
-    observation = Observation(f"margin-batch-{time.monotonic_ns()}")
-    out = out.observe(
-        observation,
-        F.count(F.lit(1)).alias("accounts"),
-        F.sum("_positions").alias("positions"),
-    )
+    ]
 
     def event_id(topic: str) -> Column:
-        key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.lit(batch_key))
+        key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.col("batch_key"))
         return F.substring(F.sha2(key, 256), 1, 32)
 
     tail = ["correlation_id", "origin_ts", "input_count"]
@@ -581,15 +620,35 @@ def _outputs(
             headers.alias("headers"),
         )
 
-    results = out.select(
-        F.explode(
+    return _Plan(
+        partitions=partitions,
+        table_as_symbols=[
+            F.col("*"),
+            F.lit(False).alias("changed"),
+            *[F.lit(None).cast(t).alias(c) for c, t in _TRIG_COLUMNS],
+        ],
+        book_explode=[
+            F.col("account_id"),
+            F.posexplode_outer("positions").alias("i", "p"),
+            F.col("cash"),
+            F.col("last_ts"),
+        ],
+        book_rows=book_rows,
+        netting=netting,
+        kernel_rows=calc.kernel_row_columns(p),
+        per_account=per_account,
+        affected=F.col("own_count").isNotNull() | F.col("holds_changed"),
+        held_now=held_now,
+        newest=newest.alias("newest"),
+        out_columns=[F.col(c) if isinstance(c, str) else c for c in out_columns],
+        observed=[F.count(F.lit(1)).alias("accounts"), F.sum("_positions").alias("positions")],
+        results=F.explode(
             F.array(
                 result(names.TOPIC_MARGIN_CALC, margin_json),
                 result(names.TOPIC_STRESS, stress_json),
             )
         ).alias("r"),
-    ).select("r.*")
-    return results.unionByName(rejected_df), observation
+    )
 
 
 def _sql_strings(values: List[str]) -> str:
@@ -612,16 +671,39 @@ _TRIG_COLUMNS = (
     ("t_symbol", "string"),
     ("t_account", "string"),
 )
-_RECENT_SCHEMA = (
-    f"symbol string, price {PRICE_TYPE}, beta {BETA_TYPE}, changed_ts long, changed boolean, "
-    + ", ".join(f"{c} {t}" for c, t in _TRIG_COLUMNS)
+_SYMBOL_FIELDS = (
+    ("symbol", "string"),
+    ("price", PRICE_TYPE),
+    ("beta", BETA_TYPE),
+    ("changed_ts", "long"),
+    ("changed", "boolean"),
+    *_TRIG_COLUMNS,
 )
-_FORCED_SCHEMA = (
-    "account_id string, o_event_us long, o_topic string, o_partition int, o_offset long, "
-    "o_kafka_us long, o_symbol string, o_correlation_id string, own_count int"
+# An account's newest own input (fill or cash) in the batch, and how many it had.
+_OWN_FIELDS = (
+    ("o_event_us", "long"),
+    ("o_topic", "string"),
+    ("o_partition", "int"),
+    ("o_offset", "long"),
+    ("o_kafka_us", "long"),
+    ("o_symbol", "string"),
+    ("o_correlation_id", "string"),
+    ("own_count", "int"),
 )
-_OUTPUT_SCHEMA = (
-    "topic string, key string, value string, headers array<struct<key:string,value:binary>>"
+_NO_OWN: Tuple[None, ...] = (None,) * len(_OWN_FIELDS)
+_CHANGE_FIELDS = (
+    ("account_id", "string"),
+    ("symbol", "string"),
+    ("quantity", QUANTITY_TYPE),
+    ("cash", CASH_TYPE),
+    ("last_ts", "long"),
+    *_OWN_FIELDS,
+)
+_OUTPUT_FIELDS = (
+    ("topic", "string"),
+    ("key", "string"),
+    ("value", "string"),
+    ("headers", "array<struct<key:string,value:binary>>"),
 )
 
 
@@ -641,4 +723,5 @@ def _rejected_record(r: Any, reason: str) -> Tuple[Any, ...]:
     key = (
         r["key_str"] if r["key_str"] is not None else f"{r['topic']}:{r['partition']}:{r['offset']}"
     )
-    return (names.TOPIC_REJECTED, key, value, [(names.HEADER_ORIGIN_TS, bytearray(at.encode()))])
+    header = {"key": names.HEADER_ORIGIN_TS, "value": at.encode()}
+    return (names.TOPIC_REJECTED, key, value, [header])

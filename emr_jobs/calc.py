@@ -13,6 +13,7 @@ No Python UDF, no per-account arrays of positions, no sorts or higher-order fold
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame
@@ -80,6 +81,10 @@ def _shocked(price: Column, beta: Column, move: Decimal, mark: bool) -> Column:
     return F.greatest(_lit(Decimal(0)), price * (_lit(Decimal(1)) + beta * _lit(move)))
 
 
+# Column expressions are immutable and unresolved (columns by name), so one built expression
+# serves every DataFrame: building the kernel's ~1,000-node expression tree costs a Py4J round
+# trip per node, which a micro-batch would otherwise pay again each time.
+@lru_cache(maxsize=16)
 def _term_columns(p: MarginParams, stress: bool) -> List[Column]:
     """Per evaluation e, from a position row (quantity, price, beta): mv_e (signed market value)
     and req_e (requirement before add-ons), all decimal(38, RESULT_SCALE)."""
@@ -198,13 +203,22 @@ def account_margin(
 def _finish(books: DataFrame, p: MarginParams, stress: bool, keep: Sequence[str] = ()) -> DataFrame:
     """From per-account ``cash`` and each evaluation's lmv/smv/req sums: ``m``, and with
     ``stress`` the grid, the worst scenario and its deficiency (``keep``: columns carried)."""
+    figures, result = _finish_columns(p, stress, tuple(keep))
+    return books.select("*", *figures).select(*result)
+
+
+@lru_cache(maxsize=16)
+def _finish_columns(
+    p: MarginParams, stress: bool, keep: Tuple[str, ...]
+) -> Tuple[List[Column], List[Column]]:
+    """``_finish``'s two projections: each evaluation's figures, then the result columns."""
     grid = _grid(p, stress)
     suffixes = [s for s, _ in grid]
     cash_col = F.col("cash")
-    books = books.select("*", *[c for x in suffixes for c in _figure_columns(cash_col, x)])
+    figures = [c for x in suffixes for c in _figure_columns(cash_col, x)]
     base = [F.col("account_id"), cash_col, *[F.col(k) for k in keep], _figures("m").alias("m")]
     if not stress:
-        return books.select(*base)
+        return figures, base
     rows = [
         F.struct(
             _lit(move).cast(MOVE_TYPE).alias("scenario"),
@@ -227,12 +241,12 @@ def _finish(books: DataFrame, p: MarginParams, stress: bool, keep: Sequence[str]
         for i, (x, move) in enumerate(grid[1:])
     ]
     worst = F.greatest(*keys) if len(keys) > 1 else keys[0]
-    return books.select(
+    return figures, [
         *base,
         F.array(*rows).alias("scenarios_full"),
         worst["scenario"].alias("worst_scenario"),
         worst["d"].alias("worst_deficiency"),
-    )
+    ]
 
 
 def compute_margin_df(positions_df: DataFrame, cash_df: DataFrame, p: MarginParams) -> DataFrame:
@@ -268,7 +282,12 @@ def public_scenarios(grid: Column) -> Column:
 
 def kernel_rows(rows: DataFrame, p: MarginParams) -> DataFrame:
     """``rows`` (with quantity, price, beta) plus every evaluation's position terms."""
-    return rows.select("*", *_term_columns(p, True))
+    return rows.select("*", *kernel_row_columns(p))
+
+
+def kernel_row_columns(p: MarginParams) -> List[Column]:
+    """The columns ``kernel_rows`` adds (built once per parameters)."""
+    return _term_columns(p, True)
 
 
 def kernel_aggregates(held: Column, p: MarginParams) -> List[Column]:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 
 from emr_jobs.batch import DEDUPE_HORIZON_HOURS, BatchStats, JobContext, process_batch
+from emr_jobs.frames import kafka_frame
 from emr_jobs.metrics import JobLog, MetricsWriter
-from emr_jobs.parse import KAFKA_BATCH_SCHEMA
 from emr_jobs.session import build_local_session
 from emr_jobs.state import COMPACT_EVERY, StateStore
 from margin_risk import names
@@ -180,12 +179,12 @@ class LocalMarginJob:
                     m.topic(),
                     m.partition(),
                     m.offset(),
-                    datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc),
+                    ts_ms * 1000,
                     0,
                     list(m.headers() or []),
                 )
             )
-        return self.spark.createDataFrame(rows, KAFKA_BATCH_SCHEMA)
+        return kafka_frame(self.spark, rows)
 
     def pending(self) -> int:
         """Input records not yet in a committed batch: the broker's high watermarks minus the

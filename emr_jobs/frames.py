@@ -1,0 +1,101 @@
+"""Small DataFrames made from driver-side rows without a Python worker or a call per row.
+
+``SparkSession.createDataFrame`` of Python rows pickles them into an RDD that a Python worker
+process unpickles when a task reads it: every such frame in a micro-batch costs a Python worker
+round trip per task, and its statistics are unknown, so the planner can never broadcast it. A
+micro-batch's own frames (its symbol facts, the accounts it touched, its changes, its rejected
+records) are driver data of a few rows to a few thousand: they go to the JVM here as one JSON text
+literal, which the task parses into rows. The frame is built in a handful of Py4J calls whatever
+its size, no Python process reads it, and its size is known (a broadcast candidate).
+
+Numbers stay exact: a ``Decimal`` travels as its text and Spark's JSON reader turns that text
+into the field's decimal type without a double; integers are JSON integers. ``bytes`` travel as
+base64 (the reader decodes them for a binary field); a dict is a struct, a list an array.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from decimal import Decimal
+from typing import Any, Iterable, Sequence, Tuple
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+Fields = Sequence[Tuple[str, str]]  # (column name, Spark SQL type)
+
+
+def _plain(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        return base64.b64encode(bytes(v)).decode("ascii")
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items() if x is not None}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    raise TypeError(f"cannot send a {type(v).__name__} to a local frame exactly")
+
+
+def struct_type(fields: Fields) -> str:
+    """``struct<name:type,...>`` of the fields."""
+    return "struct<" + ",".join(f"{n}:{t}" for n, t in fields) + ">"
+
+
+def ddl(fields: Fields) -> str:
+    """``name type, ...`` (the DDL form ``createDataFrame`` takes)."""
+    return ", ".join(f"{n} {t}" for n, t in fields)
+
+
+def local_frame(spark: SparkSession, fields: Fields, rows: Iterable[Sequence[Any]]) -> DataFrame:
+    """A DataFrame of ``rows`` (tuples in ``fields`` order) with exactly ``fields``' types."""
+    names = [n for n, _ in fields]
+    docs = []
+    for row in rows:
+        if len(row) != len(names):
+            raise ValueError(f"a row of {len(row)} values for {len(names)} fields")
+        docs.append({n: _plain(v) for n, v in zip(names, row) if v is not None})  # noqa: B905
+    text = json.dumps(docs, separators=(",", ":"))
+    # Parsed in the task, not by the optimizer: a text literal travels in the plan and the task
+    # as a few compact bytes, where the folded array of rows and decimals would be Java-
+    # serialized object by object into every task (and printed into every plan description).
+    # The text depends on the row of the range, so it is not a constant to fold.
+    unfolded = F.when(F.col("id") == 0, F.lit(text))
+    array = F.from_json(unfolded, f"array<{struct_type(fields)}>")
+    return spark.range(1, numPartitions=1).select(F.inline(array))
+
+
+# A Kafka source row as the driver has it: key, value, topic, partition, offset, timestamp as
+# epoch microseconds, timestamp type, headers as (key, value) pairs.
+_KAFKA_FIELDS = (
+    ("key", "binary"),
+    ("value", "binary"),
+    ("topic", "string"),
+    ("partition", "int"),
+    ("offset", "long"),
+    ("timestamp_us", "long"),
+    ("timestampType", "int"),
+    ("headers", "array<struct<key:string,value:binary>>"),
+)
+
+
+def kafka_frame(spark: SparkSession, records: Iterable[Sequence[Any]]) -> DataFrame:
+    """Records read outside Spark (the local driver, the benchmark) in the Kafka source's
+    columns (``emr_jobs.parse.KAFKA_BATCH_SCHEMA``), built like ``local_frame``."""
+    rows = [
+        (k, v, t, p, o, ts, tt, [{"key": hk, "value": hv} for hk, hv in (headers or [])])
+        for k, v, t, p, o, ts, tt, headers in records
+    ]
+    return local_frame(spark, _KAFKA_FIELDS, rows).select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        F.timestamp_micros("timestamp_us").alias("timestamp"),
+        "timestampType",
+        "headers",
+    )
