@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 
 from emr_jobs import calc, parse
 from emr_jobs.book import BatchChanges, SymbolFacts
-from emr_jobs.frames import local_frame
+from emr_jobs.frames import literal_array, local_frame, struct_type
 from emr_jobs.metrics import JobLog, MetricsWriter, batch_metrics
 from emr_jobs.state import BETA_TYPE, CASH_TYPE, PRICE_TYPE, QUANTITY_TYPE, StateStore
 from margin_risk import names
@@ -365,7 +365,8 @@ def _observed(obs: Optional[Observation], outputs: DataFrame) -> Dict[str, Any]:
     fld = jo.getClass().getDeclaredField("metrics")
     fld.setAccessible(True)
     if fld.get(jo).isDefined():
-        return dict(obs.get)
+        metrics = jo.getAsJava()  # read by key: iterating a Java map is a round trip per entry
+        return {k: metrics.get(k) for k in ("accounts", "positions")}
     n = outputs.where(F.col("topic") == names.TOPIC_MARGIN_CALC).count()
     return {"accounts": n, "positions": None}
 
@@ -409,15 +410,19 @@ def _outputs(
     if len(recent) > 0 and len(d.symbols_since_table) >= _symbol_table_refresh():
         st.refresh_symbol_table()
         recent = sorted(ch.symbols)
+    # A changed symbol's trigger travels as its rank among the batch's triggers (an integer the
+    # per-account aggregation takes the greatest of, in a hash aggregation); the triggers
+    # themselves are a literal array the results look their rank up in.
+    ranked = sorted(sym_trig, key=lambda s: sym_trig[s].key())
+    rank = {s: i for i, s in enumerate(ranked)}
     sym_rows = []
     for s in recent:
         f = ch.symbols.get(s) or d.symbols[s]
         price, beta = f.effective()
         trig = sym_trig.get(s)
         sym_rows.append(
-            (s, price, beta, f.changed_ts, trig is not None,
-             *((trig.event_us, trig.topic, trig.partition, trig.offset, trig.kafka_us,
-                trig.symbol, trig.account_id) if trig else (None,) * 7))
+            (s, price, beta, f.changed_ts, trig is not None, rank.get(s),
+             trig.account_id if trig else None)
         )  # fmt: skip
     assert st.symbol_table is not None
     table = st.symbol_table
@@ -426,20 +431,24 @@ def _outputs(
     symbols = table.select(*plan.table_as_symbols).unionByName(
         local_frame(spark, _SYMBOL_FIELDS, sym_rows)
     )
+    triggers = [_trigger_doc(sym_trig[s]) for s in ranked]
 
     # The changes since the base, after this batch: one row per (account, symbol) moved, and one
-    # per account whose cash or own time moved; an account with fills or cash in this batch also
-    # carries its newest own input (the o_* columns) on that row.
+    # per account whose cash or own time moved; an account with fills or cash in this batch
+    # carries on that row the index of its newest own input in a literal array.
+    owned: List[Dict[str, Any]] = []
+    own_index: Dict[str, int] = {}
+    for a in forced:
+        own_index[a] = len(owned)
+        n = _newest(own[a])
+        owned.append({**_trigger_doc(n), "correlation_id": n.correlation_id, "count": len(own[a])})
     change_rows: List[Tuple[Any, ...]] = [
-        (a, s, q, None, None, *_NO_OWN) for (a, s), q in after.positions.items()
+        (a, s, q, None, None, None) for (a, s), q in after.positions.items()
     ]
     for a in set(after.cash) | set(after.own_ts):
-        o: Tuple[Any, ...] = _NO_OWN
-        if a in own:
-            n = _newest(own[a])
-            o = (n.event_us, n.topic, n.partition, n.offset, n.kafka_us, n.symbol,
-                 n.correlation_id, len(own[a]))  # fmt: skip
-        change_rows.append((a, None, None, after.cash.get(a), after.own_ts.get(a), *o))
+        change_rows.append(
+            (a, None, None, after.cash.get(a), after.own_ts.get(a), own_index.get(a))
+        )
     changes = local_frame(spark, _CHANGE_FIELDS, change_rows)
 
     # One scan of the cached book: accounts with fills or cash, and holders of changed symbols.
@@ -459,7 +468,14 @@ def _outputs(
     priced = netted.join(symbols, "symbol", "left").select("*", *plan.kernel_rows)
     per_account = priced.groupBy("account_id").agg(*plan.per_account).where(plan.affected)
     margin = calc.kernel_finish(per_account, ctx.params, priced.where(plan.held_now))
-    out = margin.select("*", plan.newest).select(
+    looked_up = margin.select(
+        "*",
+        F.element_at(literal_array(owned, _OWN_TYPE), F.col("own_idx") + 1).alias("own"),
+        F.element_at(literal_array(triggers, _TRIGGER_TYPE), F.col("t_rank") + 1).alias(
+            "sym_newest"
+        ),
+    )
+    out = looked_up.select("*", plan.newest).select(
         *plan.out_columns, F.lit(batch_key).alias("batch_key")
     )
     observation = Observation(f"margin-batch-{time.monotonic_ns()}")
@@ -510,7 +526,7 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
         F.col("p.quantity").alias("quantity"),
         F.when(first_row, F.col("cash")).alias("cash"),
         F.when(first_row, F.col("last_ts")).alias("last_ts"),
-        *[F.lit(None).cast(t).alias(c) for c, t in _OWN_FIELDS],
+        F.lit(None).cast("int").alias("own_idx"),
     ]
     # Per (account, symbol): the net position (a row without a symbol carries only cash/time,
     # and for an account with fills or cash its newest own input: one such row per account).
@@ -518,17 +534,17 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
         F.sum("quantity").cast(QUANTITY_TYPE).alias("quantity"),
         F.sum("cash").cast(CASH_TYPE).alias("cash"),
         F.max("last_ts").alias("last_ts"),
-        *[F.max(c).alias(c) for c, _ in _OWN_FIELDS],
+        F.max("own_idx").alias("own_idx"),
     ]
     held_now = (
         F.col("symbol").isNotNull() & F.col("quantity").isNotNull() & (F.col("quantity") != 0)
     )
     held_changed = held_now & F.col("changed")
-    trig_col = F.struct(*[F.col(c) for c, _ in _TRIG_COLUMNS])
+    # Every aggregation buffer is a number, so both aggregations are hash aggregations.
     per_account = [
         F.sum("cash").cast(CASH_TYPE).alias("cash"),
         F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts")))).alias("ts_us"),
-        F.max(F.when(held_changed, trig_col)).alias("sym_newest"),
+        F.max(F.when(held_changed, F.col("t_rank"))).alias("t_rank"),
         F.sum(
             F.when(
                 held_changed
@@ -538,20 +554,13 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
         ).alias("sym_inputs"),
         F.max(F.when(held_changed, True)).alias("holds_changed"),
         F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
-        *[F.max(c).alias(c) for c, _ in _OWN_FIELDS],
+        F.max("own_idx").alias("own_idx"),
         *calc.kernel_aggregates(held_now, p),
     ]
-    own_newest = F.struct(
-        F.col("o_event_us").alias("event_us"),
-        F.col("o_topic").alias("topic"),
-        F.col("o_partition").alias("partition"),
-        F.col("o_offset").alias("offset"),
-        F.col("o_kafka_us").alias("kafka_us"),
-        F.col("o_symbol").alias("symbol"),
-    )
-    sym_newest = F.struct(*[F.col("sym_newest")[c].alias(c[2:]) for c, _ in _TRIG_COLUMNS[:6]])
+    own_newest = F.struct(*[F.col(f"own.{c}").alias(c) for c, _ in _TRIGGER_FIELDS])
+    sym_newest = F.struct(*[F.col(f"sym_newest.{c}").alias(c) for c, _ in _TRIGGER_FIELDS])
     newest = (
-        F.when(F.col("o_event_us").isNull(), sym_newest)
+        F.when(F.col("own").isNull(), sym_newest)
         .when(F.col("sym_newest").isNull(), own_newest)
         .otherwise(F.greatest(own_newest, sym_newest))
     )
@@ -562,10 +571,10 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
         "worst_scenario",
         "worst_deficiency",
         "_positions",
-        iso(F.timestamp_micros(F.greatest("ts_us", "o_event_us"))).alias("timestamp"),
+        iso(F.timestamp_micros(F.greatest("ts_us", "own.event_us"))).alias("timestamp"),
         iso(F.timestamp_micros(F.col("newest.kafka_us"))).alias("origin_ts"),
         F.coalesce(
-            F.col("o_correlation_id"),
+            F.col("own.correlation_id"),
             F.concat_ws(
                 ":",
                 F.col("newest.topic"),
@@ -573,7 +582,7 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
                 iso(F.timestamp_micros(F.col("newest.event_us"))),
             ),
         ).alias("correlation_id"),
-        (F.coalesce("own_count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
+        (F.coalesce("own.count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
     ]
 
     def event_id(topic: str) -> Column:
@@ -625,7 +634,8 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
         table_as_symbols=[
             F.col("*"),
             F.lit(False).alias("changed"),
-            *[F.lit(None).cast(t).alias(c) for c, t in _TRIG_COLUMNS],
+            F.lit(None).cast("int").alias("t_rank"),
+            F.lit(None).cast("string").alias("t_account"),
         ],
         book_explode=[
             F.col("account_id"),
@@ -637,7 +647,7 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
         netting=netting,
         kernel_rows=calc.kernel_row_columns(p),
         per_account=per_account,
-        affected=F.col("own_count").isNotNull() | F.col("holds_changed"),
+        affected=F.col("own_idx").isNotNull() | F.col("holds_changed"),
         held_now=held_now,
         newest=newest.alias("newest"),
         out_columns=[F.col(c) if isinstance(c, str) else c for c in out_columns],
@@ -662,42 +672,35 @@ def _symbol_table_refresh() -> int:
     return SYMBOL_TABLE_REFRESH
 
 
-_TRIG_COLUMNS = (
-    ("t_event_us", "long"),
-    ("t_topic", "string"),
-    ("t_partition", "int"),
-    ("t_offset", "long"),
-    ("t_kafka_us", "long"),
-    ("t_symbol", "string"),
-    ("t_account", "string"),
-)
 _SYMBOL_FIELDS = (
     ("symbol", "string"),
     ("price", PRICE_TYPE),
     ("beta", BETA_TYPE),
     ("changed_ts", "long"),
     ("changed", "boolean"),
-    *_TRIG_COLUMNS,
+    ("t_rank", "int"),  # a changed symbol's rank among the batch's triggers
+    ("t_account", "string"),  # the account of a fill that changed it (not counted twice)
 )
+# The newest input behind a result, in the order results compare them (event time, topic,
+# partition, offset).
+_TRIGGER_FIELDS = (
+    ("event_us", "long"),
+    ("topic", "string"),
+    ("partition", "int"),
+    ("offset", "long"),
+    ("kafka_us", "long"),
+    ("symbol", "string"),
+)
+_TRIGGER_TYPE = struct_type(_TRIGGER_FIELDS)
 # An account's newest own input (fill or cash) in the batch, and how many it had.
-_OWN_FIELDS = (
-    ("o_event_us", "long"),
-    ("o_topic", "string"),
-    ("o_partition", "int"),
-    ("o_offset", "long"),
-    ("o_kafka_us", "long"),
-    ("o_symbol", "string"),
-    ("o_correlation_id", "string"),
-    ("own_count", "int"),
-)
-_NO_OWN: Tuple[None, ...] = (None,) * len(_OWN_FIELDS)
+_OWN_TYPE = struct_type((*_TRIGGER_FIELDS, ("correlation_id", "string"), ("count", "int")))
 _CHANGE_FIELDS = (
     ("account_id", "string"),
     ("symbol", "string"),
     ("quantity", QUANTITY_TYPE),
     ("cash", CASH_TYPE),
     ("last_ts", "long"),
-    *_OWN_FIELDS,
+    ("own_idx", "int"),
 )
 _OUTPUT_FIELDS = (
     ("topic", "string"),
@@ -705,6 +708,10 @@ _OUTPUT_FIELDS = (
     ("value", "string"),
     ("headers", "array<struct<key:string,value:binary>>"),
 )
+
+
+def _trigger_doc(t: _Trigger) -> Dict[str, Any]:
+    return {c: getattr(t, c) for c, _ in _TRIGGER_FIELDS}
 
 
 def _rejected_record(r: Any, reason: str) -> Tuple[Any, ...]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import base64
 import json
 from decimal import Decimal
-from typing import Any, Iterable, Sequence, Tuple
+from typing import Any, Dict, Iterable, Sequence, Tuple
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 Fields = Sequence[Tuple[str, str]]  # (column name, Spark SQL type)
@@ -66,6 +66,13 @@ def local_frame(spark: SparkSession, fields: Fields, rows: Iterable[Sequence[Any
     unfolded = F.when(F.col("id") == 0, F.lit(text))
     array = F.from_json(unfolded, f"array<{struct_type(fields)}>")
     return spark.range(1, numPartitions=1).select(F.inline(array))
+
+
+def literal_array(docs: Sequence[Dict[str, Any]], element_type: str) -> Column:
+    """A literal array of structs (``docs``: field -> value) for a few rows a plan looks up by
+    index: the optimizer folds it into a constant."""
+    text = json.dumps([_plain(d) for d in docs], separators=(",", ":"))
+    return F.from_json(F.lit(text), f"array<{element_type}>")
 
 
 # A Kafka source row as the driver has it: key, value, topic, partition, offset, timestamp as

@@ -78,6 +78,9 @@ class LocalMarginJob:
         # each, measured); a second client that never fetches answers them in milliseconds.
         self._meta = Consumer({"bootstrap.servers": bootstrap, "group.id": "margin-job-local-meta"})
         self._assigned: Optional[Offsets] = None
+        # The last committed batch and its end offsets, once read (or written) by this driver:
+        # reading them back lists every marker, which an idle poll would do many times a second.
+        self._last_commit: Optional[Tuple[int, Offsets]] = None
         # The last unplanned read: seconds spent reading, when it ended and how old its newest
         # record was then (a diagnostic for latency: see the e2e benchmark).
         self.last_read: Dict[str, float] = {}
@@ -102,6 +105,12 @@ class LocalMarginJob:
         self._assigned = dict(start)
 
     def _committed_offsets(self) -> Tuple[int, Offsets]:
+        if self._last_commit is None:
+            self._last_commit = self._read_committed_offsets()
+        last, offsets = self._last_commit
+        return last, dict(offsets)
+
+    def _read_committed_offsets(self) -> Tuple[int, Offsets]:
         last = self.state.last_committed()
         if last is None:
             return -1, {}
@@ -238,7 +247,9 @@ class LocalMarginJob:
         ctx = JobContext(
             self.params, self.state, self._sink, self.metrics, self.dedupe_horizon_hours, self.log
         )
+        self._last_commit = None  # until this batch is known committed
         stats = process_batch(self.spark, self._to_df(msgs), batch_id, ctx, {"offsets": end})
+        self._last_commit = (batch_id, dict(end))
         self.state.prune_plans(batch_id)
         return stats
 

@@ -231,7 +231,13 @@ class StateStore:
     # --- the in-session state -------------------------------------------------------------------
     def ensure_current(self) -> None:
         """Make the session's state that of the last committed batch: on the first batch, after
-        a restart, or when a batch failed after its marker (the change is then read back)."""
+        a restart, or when a batch failed after its marker (the change is then read back).
+
+        Once loaded, the session is current unless a marker past its last batch appeared (a
+        batch that failed after writing it): one look, not a listing of every marker."""
+        known = self._loaded_upto
+        if known is not None and known >= 0 and not self._exists(f"commits/{known + 1}.json"):
+            return
         last = self.last_committed()
         if last != self._loaded_upto:
             self.recover(last)
