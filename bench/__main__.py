@@ -16,7 +16,7 @@ os.environ.setdefault(
 )
 
 from bench.sections import in_fresh_process, run_section
-from margin_risk.files import unwritable
+from margin_risk.tools.files import unwritable
 
 SECTIONS = ("kernel", "spark", "enforcement", "e2e", "e2e_busy_core")
 

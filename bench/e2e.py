@@ -3,7 +3,8 @@
 Wiring (all in this process except the tansu broker): a producer thread paced to ``rate`` events/s
 of prices, fills and cash into the broker; the Spark job's local runner
 (``emr_jobs.local_runner.LocalMarginJob.run_until``) in local[2]; the local event source mapping
-(``margin_risk.local.esm``) driving the real enforcement handler against the embedded moto server.
+(``margin_risk.tools.local.esm``) driving the real enforcement handler against the embedded moto
+server.
 
 With ``busy_cores``, the run starts that many processes of its own that each keep one core busy
 (a Python loop spinning from before the job starts until the run ends), as other work sharing
@@ -297,9 +298,9 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
     from lambdas.enforcement import runtime
     from lambdas.enforcement.local_invoke import invoke
     from margin_risk.config import EnforcementConfig
-    from margin_risk.local.esm import LocalEventSourceMapping
-    from margin_risk.local.kafka_broker import start_broker
-    from margin_risk.local.moto_server import client_env, patched_env, provision, start_moto
+    from margin_risk.tools.local.esm import LocalEventSourceMapping
+    from margin_risk.tools.local.kafka_broker import start_broker
+    from margin_risk.tools.local.moto_server import client_env, patched_env, provision, start_moto
 
     work = tempfile.mkdtemp(prefix="bench-e2e-")
     decisions = Decisions()

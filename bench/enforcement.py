@@ -26,7 +26,7 @@ from bench.timing import median, percentile
 from bench.workload import Workload
 from lambdas.enforcement.local_invoke import FakeLambdaContext, build_msk_event, invoke
 from margin_risk.config import EnforcementConfig
-from margin_risk.service import EnforcementService
+from margin_risk.usecase.service import EnforcementService
 
 ACCOUNTS = 200
 
@@ -180,7 +180,7 @@ def _count_hook(calls: Counter[str], service: str) -> Callable[..., None]:
 
 def run_moto(s: EnforcementSettings, rtt_ms: float = 0.0) -> dict[str, dict[str, Any]]:
     from lambdas.enforcement.runtime import get_runtime, reset_runtime
-    from margin_risk.local.moto_server import client_env, provision, start_moto
+    from margin_risk.tools.local.moto_server import client_env, provision, start_moto
 
     server = start_moto()
     keep: list[Any] = []
@@ -231,7 +231,7 @@ def _sleep_hook(seconds: float) -> Callable[..., None]:
 
 @contextlib.contextmanager
 def _env(values: dict[str, str]) -> Iterator[None]:
-    from margin_risk.local.moto_server import patched_env
+    from margin_risk.tools.local.moto_server import patched_env
 
     with patched_env(values):
         yield

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import D
 from margin_risk.enforcement import AccountState
 from margin_risk.models import AuditEvent
 from margin_risk.outbox import Outbox
-from margin_risk.service import CommitInfo, Publication, Rejection
+from margin_risk.usecase.records import CommitInfo, Publication, Rejection
 
 
 class MemoryStateRepository:

@@ -250,7 +250,7 @@ def render_page(data: LocalMetrics, source: str, health_html: str = "") -> str:
 
 def write_dashboard(out_dir: Path, metrics_dir: Path | None) -> Path:
     """Render ``out_dir/index.html`` from the EMF files under ``metrics_dir`` (none: empty)."""
-    from margin_risk.health import LocalSource, local_report
+    from margin_risk.tools.health import LocalSource, local_report
 
     if metrics_dir is not None:
         res = load_metrics_dir(metrics_dir)

@@ -2,7 +2,7 @@
 
 Nothing here imports the CDK. `dashboards.cdk_render` turns these specs into CloudWatch dashboards
 and alarms, `dashboards.html_render` draws the same widgets from a local run's EMF files, and
-`margin_risk.health` reuses the KPI thresholds, so a threshold lives in one place.
+`margin_risk.tools.health` reuses the KPI thresholds, so a threshold lives in one place.
 
 Dimension sets queried (Powertools adds ``service`` as a default dimension to every metric):
 

@@ -9,4 +9,3 @@ pyspark and the standard library (plus ``margin_risk.params`` / ``margin_risk.na
 # 3.9 as the default interpreter of its Amazon Linux 2023 image; streaming job runs need >= 7.1.0.
 EMR_RELEASE_LABEL = "emr-7.10.0"
 EMR_SPARK_VERSION = "3.5.5"
-EMR_PYTHON_VERSION = (3, 9)

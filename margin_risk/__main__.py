@@ -2,6 +2,6 @@
 
 import sys
 
-from margin_risk.cli import main
+from margin_risk.tools.cli import main
 
 sys.exit(main())

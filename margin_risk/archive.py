@@ -1,7 +1,8 @@
 """The margin history's layout: where the archived results live and what their columns are.
 
 Written once here and imported by every party: the Spark job writes the archive, `backtest`
-(`margin_risk.history`) reads it, the Glue tables (stacks) and their Athena queries describe it.
+(`margin_risk.tools.history`) reads it, the Glue tables (stacks) and their Athena queries describe
+it.
 Standard library only and Python 3.9 compatible, since the Spark job ships it to EMR Serverless.
 
 Layout, under a root (``s3://<data bucket>/history/`` or a local directory)::

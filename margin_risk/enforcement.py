@@ -152,103 +152,120 @@ def _decision(
 
 def _apply_margin(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> list[AuditEvent]:
     """Evaluate the ladder top to bottom, each rule against the state the rules above left."""
+    if e.excess >= policy.warning_cushion * e.gross:
+        m.warning_armed = True
     out: list[AuditEvent] = []
-    amounts = {
+    for rule in _LADDER:
+        decision = rule(m, e, policy)
+        if decision is not None:
+            out.append(decision)
+    return out
+
+
+def _amounts(e: MarginCalc) -> dict[str, Decimal]:
+    return {
         "deficiency": e.deficiency,
         "excess": e.excess,
         "equity": e.equity,
         "maintenance_req": e.maintenance_req,
     }
+
+
+def _open_for(m: MarginPath, e: MarginCalc) -> float:
+    """Seconds the open call has been open at the event's time (0 when none is open)."""
+    if m.call_open and m.call_issued_at is not None:
+        return (e.timestamp - m.call_issued_at).total_seconds()
+    return 0.0
+
+
+def _warning(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> AuditEvent | None:
     cushion = policy.warning_cushion * e.gross
-    if e.excess >= cushion:
-        m.warning_armed = True
-
-    if not m.call_open and m.warning_armed and 0 <= e.excess < cushion:
-        m.warning_armed = False
-        out.append(
-            _decision(
-                e,
-                names.EVENT_MARGIN_WARNING,
-                reason=(
-                    f"excess {cents(e.excess)} below warning cushion {cents(cushion)}"
-                    f" ({policy.warning_cushion:g} x gross)"
-                ),
-                **amounts,
-            )
-        )
-
-    if e.deficiency > 0 and not m.call_open:
-        m.call_open = True
-        m.call_amount = e.deficiency
-        m.call_issued_at = e.timestamp
-        out.append(
-            _decision(
-                e,
-                names.EVENT_MARGIN_CALL_ISSUED,
-                reason=f"deficiency {cents(e.deficiency)}: call issued",
-                **amounts,
-            )
-        )
-
-    open_for = (
-        (e.timestamp - m.call_issued_at).total_seconds()
-        if m.call_open and m.call_issued_at is not None
-        else 0.0
+    if m.call_open or not m.warning_armed or not 0 <= e.excess < cushion:
+        return None
+    m.warning_armed = False
+    return _decision(
+        e,
+        names.EVENT_MARGIN_WARNING,
+        reason=(
+            f"excess {cents(e.excess)} below warning cushion {cents(cushion)}"
+            f" ({policy.warning_cushion:g} x gross)"
+        ),
+        **_amounts(e),
     )
-    if (
-        m.call_open
-        and not m.restricted
-        and e.deficiency > 0
-        and open_for > policy.restrict_after_seconds
-    ):
-        m.restricted = True
-        out.append(
-            _decision(
-                e,
-                names.EVENT_ACCOUNT_RESTRICTED,
-                reason=(
-                    f"call open {open_for:.0f}s > {policy.restrict_after_seconds:.0f}s"
-                    f" with deficiency {cents(e.deficiency)}: close-only"
-                ),
-                **amounts,
-            )
-        )
 
-    if not m.liquidation_triggered:
-        why = None
-        if e.equity < 0:
-            why = f"negative equity {cents(e.equity)}"
-        elif m.call_open and e.deficiency > 0 and _past_deadline(m, e.timestamp, open_for, policy):
-            why = (
-                f"call unmet after its deadline {iso(m.call_deadline_extended_to)}"
-                f" (extended by the desk)"
-                if m.call_deadline_extended_to is not None
-                else f"call unmet after {open_for:.0f}s > deadline"
-                f" {policy.call_deadline_seconds:.0f}s"
-            )
-        elif (
-            m.restricted and e.deficiency > policy.liquidation_deficiency_ratio * e.maintenance_req
-        ):
-            why = (
-                f"restricted and deficiency {cents(e.deficiency)} >"
-                f" {policy.liquidation_deficiency_ratio:g} x requirement"
-            )
-        if why is not None:
-            m.liquidation_triggered = True
-            out.append(_decision(e, names.EVENT_LIQUIDATION_TRIGGERED, reason=why, **amounts))
 
-    if m.call_open and e.deficiency == 0:
-        was_restricted = m.restricted
-        _close_call(m)
-        out.append(
-            _decision(
-                e,
-                names.EVENT_MARGIN_CALL_MET,
-                reason=("deficiency cured" + ("; restriction lifted" if was_restricted else "")),
-                **amounts,
-            )
+def _call(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> AuditEvent | None:
+    if e.deficiency <= 0 or m.call_open:
+        return None
+    m.call_open = True
+    m.call_amount = e.deficiency
+    m.call_issued_at = e.timestamp
+    return _decision(
+        e,
+        names.EVENT_MARGIN_CALL_ISSUED,
+        reason=f"deficiency {cents(e.deficiency)}: call issued",
+        **_amounts(e),
+    )
+
+
+def _restriction(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> AuditEvent | None:
+    open_for = _open_for(m, e)
+    if not m.call_open or m.restricted or e.deficiency <= 0:
+        return None
+    if open_for <= policy.restrict_after_seconds:
+        return None
+    m.restricted = True
+    return _decision(
+        e,
+        names.EVENT_ACCOUNT_RESTRICTED,
+        reason=(
+            f"call open {open_for:.0f}s > {policy.restrict_after_seconds:.0f}s"
+            f" with deficiency {cents(e.deficiency)}: close-only"
+        ),
+        **_amounts(e),
+    )
+
+
+def _liquidation(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> AuditEvent | None:
+    if m.liquidation_triggered:
+        return None
+    open_for = _open_for(m, e)
+    why = None
+    if e.equity < 0:
+        why = f"negative equity {cents(e.equity)}"
+    elif m.call_open and e.deficiency > 0 and _past_deadline(m, e.timestamp, open_for, policy):
+        why = (
+            f"call unmet after its deadline {iso(m.call_deadline_extended_to)}"
+            f" (extended by the desk)"
+            if m.call_deadline_extended_to is not None
+            else f"call unmet after {open_for:.0f}s > deadline {policy.call_deadline_seconds:.0f}s"
         )
-    return out
+    elif m.restricted and e.deficiency > policy.liquidation_deficiency_ratio * e.maintenance_req:
+        why = (
+            f"restricted and deficiency {cents(e.deficiency)} >"
+            f" {policy.liquidation_deficiency_ratio:g} x requirement"
+        )
+    if why is None:
+        return None
+    m.liquidation_triggered = True
+    return _decision(e, names.EVENT_LIQUIDATION_TRIGGERED, reason=why, **_amounts(e))
+
+
+def _cure(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> AuditEvent | None:
+    if not m.call_open or e.deficiency != 0:
+        return None
+    was_restricted = m.restricted
+    _close_call(m)
+    return _decision(
+        e,
+        names.EVENT_MARGIN_CALL_MET,
+        reason="deficiency cured" + ("; restriction lifted" if was_restricted else ""),
+        **_amounts(e),
+    )
+
+
+# The ladder of spec section 3, in the table's order (one event may emit several steps).
+_LADDER = (_warning, _call, _restriction, _liquidation, _cure)
 
 
 def _past_deadline(m: MarginPath, at: datetime, open_for: float, policy: PolicyParams) -> bool:

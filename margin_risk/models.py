@@ -161,12 +161,6 @@ class CashTxn(_Event):
     correlation_id: Id
 
 
-class BetaUpdate(_Event):
-    symbol: Id
-    beta: Beta
-    as_of: Timestamp
-
-
 # --- Results (Spark -> Lambda) -----------------------------------------------------------------
 class MarginCalc(_Event):
     """``margin.calc.v1``."""

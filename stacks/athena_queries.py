@@ -1,16 +1,20 @@
-"""The risk desk's saved queries over the audit trail, in one place for Athena and DuckDB.
+"""The risk desk's saved queries over the audit trail and the margin history, in one place for
+Athena and DuckDB.
 
 The CDK storage stack turns each entry into an Athena named query; the local demo runs the same
 text with DuckDB over the JSONL files (a view named `audit_events` with the hive partition
-columns). Both engines take positional `?` parameters:
+columns) and the history's Parquet files (views `margin_history` and `stress_history`,
+`margin_risk.tools.local.athena_local`). Both engines take positional `?` parameters:
 
 - Athena: `StartQueryExecution(..., ExecutionParameters=[...])`. Athena splices each parameter in
   as SQL text, so strings are passed quoted (`"'ACC_DEMO_001'"`) and numbers bare (`"2026"`);
   `athena_parameters()` does that quoting.
 - DuckDB: `con.execute(sql, [value, ...])` with plain Python values.
 
-Only portable SQL is used: timestamps are ISO-8601 UTC strings of one shape, so they compare
-correctly as strings, and no engine-specific date function is needed.
+Only portable SQL is used: audit timestamps are ISO-8601 UTC strings of one shape, so they compare
+correctly as strings, and no engine-specific date function is needed; the history's partition
+column `event_date` is a `YYYY-MM-DD` string for the same reason. A history result may be in more
+than one file (a retried micro-batch), so the history queries keep one row per `event_id`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ _T = names.AUDIT_TABLE
 _CALL = names.EVENT_MARGIN_CALL_ISSUED
 _MET = names.EVENT_MARGIN_CALL_MET
 _LIQ = names.EVENT_LIQUIDATION_TRIGGERED
+_MH = names.MARGIN_HISTORY_TABLE
 
 _QUERIES = (
     NamedQuery(
@@ -122,6 +127,43 @@ WHERE year = ? AND month = ? AND day = ?
 ORDER BY details.deficiency DESC, account_id
 LIMIT 20""",
         parameters=("year", "month", "day"),
+    ),
+    NamedQuery(
+        name="account_margin_over_day",
+        description=(
+            "An account's margin over one UTC day (event_date YYYY-MM-DD) from the margin "
+            "history: every result in time order, exact amounts (partition-pruned)."
+        ),
+        sql=f"""SELECT timestamp, equity, maintenance_req, excess, deficiency,
+       long_market_value, short_market_value, event_id, correlation_id
+FROM (
+  SELECT *, row_number() OVER (PARTITION BY event_id ORDER BY timestamp) AS copy
+  FROM {_MH}
+  WHERE account_id = ? AND event_date = ?) results
+WHERE copy = 1
+ORDER BY timestamp, event_id""",
+        parameters=("account_id", "event_date"),
+    ),
+    NamedQuery(
+        name="accounts_nearest_call_now",
+        description=(
+            "The 20 accounts nearest a margin call now: each account's latest margin result "
+            "since a UTC date (event_date YYYY-MM-DD, e.g. today), those without a deficiency, "
+            "smallest excess as a share of gross market value (the warning cushion's measure) "
+            "first. Accounts already in a call are not listed (see open_calls_older_than)."
+        ),
+        sql=f"""SELECT account_id, timestamp AS as_of, equity, maintenance_req, excess,
+       long_market_value + short_market_value AS gross,
+       CAST(excess AS DOUBLE) / CAST(long_market_value + short_market_value AS DOUBLE) AS cushion
+FROM (
+  SELECT *, row_number() OVER (
+      PARTITION BY account_id ORDER BY timestamp DESC, event_id DESC) AS recency
+  FROM {_MH}
+  WHERE event_date >= ?) latest
+WHERE recency = 1 AND deficiency = 0 AND long_market_value + short_market_value > 0
+ORDER BY cushion, account_id
+LIMIT 20""",
+        parameters=("since_event_date",),
     ),
 )
 

@@ -112,7 +112,8 @@ class LambdaConfig(_Strict):
     architecture: Literal["arm64", "x86_64"] = "arm64"
     memory_mb: int = Field(1024, ge=128, le=10240)
     timeout_seconds: int = Field(60, ge=1, le=900)
-    reserved_concurrency: int = Field(10, ge=1)
+    # At least the partitions of the topics it reads (3 x the default 6; see EnvironmentConfig).
+    reserved_concurrency: int = Field(18, ge=1)
     log_retention_days: int = 30
     batch_size: int = Field(100, ge=1, le=10000)
     batching_window_seconds: int = Field(1, ge=0, le=300)
@@ -154,11 +155,12 @@ class EnvironmentConfig(_Strict):
             raise ValueError("enforcement.min_pollers must not exceed max_pollers")
         # Lambda runs at most one invocation per Kafka partition at a time: reserve at least
         # that many, so the function is never throttled by its own reservation.
-        partitions = sum(self.msk.topic(t).partitions for t in names.RESULT_TOPICS)
+        topics = names.ENFORCEMENT_INPUT_TOPICS
+        partitions = sum(self.msk.topic(t).partitions for t in topics)
         if self.enforcement.reserved_concurrency < partitions:
             raise ValueError(
                 f"enforcement.reserved_concurrency ({self.enforcement.reserved_concurrency}) is "
-                f"below the {partitions} partitions of {names.RESULT_TOPICS}"
+                f"below the {partitions} partitions of {topics}"
             )
         return self
 

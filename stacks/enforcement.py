@@ -1,9 +1,13 @@
-"""Enforcement stack: the Lambda that turns margin and stress results into decisions.
+"""Enforcement stack: the Lambda that turns margin and stress results, and the risk desk's
+actions, into decisions.
 
-Two MSK event source mappings (one per input topic: a Kafka mapping takes one topic) in
-provisioned-poller mode, which is what enables the enhanced Kafka error handling: per-record
-failure reporting (`ReportBatchItemFailures`), bisecting, capped retries and an on-failure SQS
-destination, plus the `OffsetLag` metric.
+Three MSK event source mappings (one per input topic: a Kafka mapping takes one topic), margin
+results, stress results and desk actions, into the same function, all in provisioned-poller
+mode, which is what enables the enhanced Kafka error handling: per-record failure reporting
+(`ReportBatchItemFailures`), bisecting, capped retries and an on-failure SQS destination, plus the
+`OffsetLag` metric. One function for all three because a desk action changes the same account
+state as the margin path, under the same version guard; the batches of the three mappings carry
+no order between them (docs/enforcement.md, "Desk actions", on what that means for an action).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ HANDLER = "lambdas.enforcement.app.lambda_handler"
 # The asset is the handler's module and every project module it imports, nothing else.
 ASSET_ENTRIES = (HANDLER.rsplit(".", 1)[0],)
 REQUIREMENTS = "lambdas/enforcement/requirements.txt"
-CONSUMED_TOPICS = (names.TOPIC_MARGIN_CALC, names.TOPIC_STRESS)
+CONSUMED_TOPICS = names.ENFORCEMENT_INPUT_TOPICS
 
 
 def consumer_group(topic: str) -> str:

@@ -77,6 +77,12 @@ REVIEWED: tuple[ReviewedWildcard, ...] = (
     ),
     ReviewedWildcard(
         "Resource",
+        r"(<[A-Za-z0-9]+\.Arn>|[A-Za-z0-9:-]+ExportsOutput[A-Za-z0-9]+)/history/\*",
+        "The Spark job adds the margin history's Parquet files under one prefix (PutObject "
+        "only: it never reads, lists or deletes them); a file per micro-batch, task and hour.",
+    ),
+    ReviewedWildcard(
+        "Resource",
         _ACCOUNT_ARN + r"group/margin-risk-monitor-msk/.+/(spark-kafka-source-|margin-risk-"
         r"monitor-margin-job)\*",
         "Spark's Kafka source generates consumer-group ids; the job may join groups under two "

@@ -1,4 +1,6 @@
-"""Processing stack: the EMR Serverless Spark application, its job role and the job's code.
+"""Processing stack: the EMR Serverless Spark application, its job role, the job's code, and the
+bucket it keeps its data in: the checkpoint and state store, and the margin history (Parquet under
+``history/``, with its Glue tables, `stacks.history`).
 
 The streaming job run itself is started with one documented command, `python -m
 stacks.start_job <env>` (see docs/deploy.md), not by CloudFormation: a streaming run lives for
@@ -26,6 +28,7 @@ from constructs import Construct
 from margin_risk import names
 from stacks.common import log_retention, removal
 from stacks.config import EnvironmentConfig
+from stacks.history import HistoryTables
 from stacks.import_closure import REPO_ROOT
 from stacks.kafka_iam import KafkaClusterRef, grant_consume, grant_produce
 
@@ -146,11 +149,19 @@ class ProcessingStack(cdk.Stack):
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="spark-checkpoints/",
             lifecycle_rules=[
+                # Only the checkpoint prefix expires: the margin history beside it is what
+                # backtests and the desk's queries read, kept until someone decides otherwise.
                 s3.LifecycleRule(
                     id="expire-stale-checkpoint-files",
+                    prefix=CHECKPOINT_PREFIX,
                     expiration=cdk.Duration.days(cfg.checkpoint_retention_days),
                     abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
-                )
+                ),
+                s3.LifecycleRule(
+                    id="abort-incomplete-history-uploads",
+                    prefix=names.HISTORY_PREFIX,
+                    abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
+                ),
             ],
             removal_policy=removal(config),
         )
@@ -203,6 +214,18 @@ class ProcessingStack(cdk.Stack):
                 conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINT_PREFIX}*"]}},
             )
         )
+        # The margin history: the job only adds files (one per micro-batch, task and hour; a
+        # retried batch writes new files, readers keep one row per event_id), never reads,
+        # lists or deletes them.
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.checkpoints.arn_for_objects(f"{names.HISTORY_PREFIX}*")],
+            )
+        )
+        self.history = HistoryTables(
+            self, "History", bucket=self.checkpoints, first_year=config.storage.audit_first_year
+        )
         self.key.grant_encrypt_decrypt(self.job_role)
         self.log_group.grant_write(self.job_role)
         self.job_role.add_to_principal_policy(
@@ -245,11 +268,13 @@ class ProcessingStack(cdk.Stack):
             ),
         )
         self.checkpoint_uri = f"s3://{self.checkpoints.bucket_name}/{CHECKPOINT_PREFIX}"
+        self.history_uri = f"s3://{self.checkpoints.bucket_name}/{names.HISTORY_PREFIX}"
         for key, value in {
             "ApplicationId": self.application.attr_application_id,
             "JobRoleArn": self.job_role.role_arn,
             "EntryPointUri": self.entrypoint.s3_object_url,
             "PyFilesUri": self.pyfiles.s3_object_url,
             "CheckpointUri": self.checkpoint_uri,
+            "HistoryUri": self.history_uri,
         }.items():
             cdk.CfnOutput(self, key, value=value)

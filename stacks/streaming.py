@@ -53,7 +53,31 @@ class KafkaCluster(Construct):
         self, scope: Construct, construct_id: str, *, vpc: ec2.IVpc, config: EnvironmentConfig
     ) -> None:
         super().__init__(scope, construct_id)
-        cfg = config.msk
+        self._security_groups(vpc)
+        retention = cdk.RemovalPolicy.RETAIN if config.removal_retain else cdk.RemovalPolicy.DESTROY
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="margin-risk MSK data at rest",
+            enable_key_rotation=True,
+            removal_policy=retention,
+        )
+        self.broker_logs = logs.LogGroup(
+            self,
+            "BrokerLogs",
+            retention=log_retention(config.msk.log_retention_days),
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        subnets = vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        self.subnet_ids = subnets.subnet_ids
+        self.cluster_name = names.MSK_CLUSTER
+        self.cluster = self._cluster(config, self._configuration(config), subnets.subnet_ids)
+        self.cluster.apply_removal_policy(retention)
+        self.ref = KafkaClusterRef(
+            cluster_arn=self.cluster.attr_arn, cluster_name=self.cluster_name
+        )
+
+    def _security_groups(self, vpc: ec2.IVpc) -> None:
         # Kafka clients (the Lambda, the Spark job) attach this group; brokers admit only it.
         self.client_security_group = ec2.SecurityGroup(
             self, "ClientSg", vpc=vpc, description="Kafka clients of the margin-risk MSK cluster"
@@ -65,35 +89,18 @@ class KafkaCluster(Construct):
             description="margin-risk MSK brokers (IAM over TLS only)",
             allow_all_outbound=False,
         )
-        self.cluster_security_group.add_ingress_rule(
-            self.client_security_group, ec2.Port.tcp(KAFKA_IAM_PORT), "Kafka clients, IAM/TLS"
-        )
+        brokers = self.cluster_security_group
+        port = ec2.Port.tcp(KAFKA_IAM_PORT)
+        brokers.add_ingress_rule(self.client_security_group, port, "Kafka clients, IAM/TLS")
         # The Lambda event source mapping's pollers use the cluster's own security group.
-        self.cluster_security_group.add_ingress_rule(
-            self.cluster_security_group, ec2.Port.tcp(KAFKA_IAM_PORT), "ESM pollers, IAM/TLS"
-        )
-        self.cluster_security_group.add_egress_rule(
-            self.cluster_security_group, ec2.Port.tcp(KAFKA_IAM_PORT), "ESM pollers to brokers"
-        )
-        self.cluster_security_group.add_egress_rule(
+        brokers.add_ingress_rule(brokers, port, "ESM pollers, IAM/TLS")
+        brokers.add_egress_rule(brokers, port, "ESM pollers to brokers")
+        brokers.add_egress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "ESM pollers to Lambda/STS APIs via NAT"
         )
 
-        self.key = kms.Key(
-            self,
-            "Key",
-            description="margin-risk MSK data at rest",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.RETAIN
-            if config.removal_retain
-            else cdk.RemovalPolicy.DESTROY,
-        )
-        self.broker_logs = logs.LogGroup(
-            self,
-            "BrokerLogs",
-            retention=log_retention(cfg.log_retention_days),
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
+    def _configuration(self, config: EnvironmentConfig) -> msk.CfnConfiguration:
+        cfg = config.msk
         server_properties = "\n".join(
             [
                 "auto.create.topics.enable=false",
@@ -104,24 +111,27 @@ class KafkaCluster(Construct):
                 "allow.everyone.if.no.acl.found=false",
             ]
         )
-        configuration = msk.CfnConfiguration(
+        return msk.CfnConfiguration(
             self,
             "Configuration",
             name=f"{names.MSK_CLUSTER}-{config.name}",
             kafka_versions_list=[cfg.kafka_version],
             server_properties=server_properties,
         )
-        subnets = vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
-        self.subnet_ids = subnets.subnet_ids
-        self.cluster_name = names.MSK_CLUSTER
-        self.cluster = msk.CfnCluster(
+
+    def _cluster(
+        self, config: EnvironmentConfig, configuration: msk.CfnConfiguration, subnets: list[str]
+    ) -> msk.CfnCluster:
+        """IAM-only clients, TLS in transit, the key at rest, broker logs, the house config."""
+        cfg = config.msk
+        return msk.CfnCluster(
             self,
             "Cluster",
             cluster_name=self.cluster_name,
             kafka_version=cfg.kafka_version,
             number_of_broker_nodes=cfg.broker_count,
             broker_node_group_info=msk.CfnCluster.BrokerNodeGroupInfoProperty(
-                client_subnets=subnets.subnet_ids,
+                client_subnets=subnets,
                 instance_type=cfg.broker_instance_type,
                 security_groups=[self.cluster_security_group.security_group_id],
                 storage_info=msk.CfnCluster.StorageInfoProperty(
@@ -153,12 +163,6 @@ class KafkaCluster(Construct):
                     )
                 )
             ),
-        )
-        self.cluster.apply_removal_policy(
-            cdk.RemovalPolicy.RETAIN if config.removal_retain else cdk.RemovalPolicy.DESTROY
-        )
-        self.ref = KafkaClusterRef(
-            cluster_arn=self.cluster.attr_arn, cluster_name=self.cluster_name
         )
 
 

@@ -13,8 +13,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
-from margin_risk.local.moto_server import Provisioned, client_env, provision, start_moto
+from margin_risk.tools.local.moto_server import Provisioned, client_env, provision, start_moto
 from tests.aws_target import check_localstack, localstack_endpoint, skip_reason
 
 
@@ -26,6 +27,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "default localhost:4566) instead of the embedded moto server",
     )
 
+
+# No per-example deadline: on two cores shared with Spark and synth, an example that takes 0.5 ms
+# alone can take 300 ms; these tests assert behaviour, and speed belongs in bench/.
+settings.register_profile("repo", deadline=None)
+settings.load_profile("repo")
 
 SERVICE_FIXTURES = frozenset({"aws_endpoint", "deployment"})
 TIERS = frozenset({"integration", "spark", "infra"})

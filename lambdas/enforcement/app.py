@@ -1,4 +1,4 @@
-"""The enforcement Lambda: a thin Powertools handler around `margin_risk.service`.
+"""The enforcement Lambda: a thin Powertools handler around `margin_risk.usecase.service`.
 
 MSK invokes it with batches of ``margin.calc.v1`` / ``stress.beta_spy.v1`` records. Powertools
 does the plumbing: Logger (JSON, Lambda context, a correlation id on every line), Tracer (X-Ray),
@@ -26,7 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.enforcement.runtime import Runtime, get_runtime, tracer
 from margin_risk import audit, names
 from margin_risk.adapters.msk_event import inbound_records
-from margin_risk.service import Coordinate, InboundRecord
+from margin_risk.usecase.records import Coordinate, InboundRecord
 
 logger = Logger(service=names.SERVICE_ENFORCEMENT)
 copy_config_to_registered_loggers(source_logger=logger, include={"margin_risk"})

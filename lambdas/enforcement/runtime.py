@@ -28,8 +28,10 @@ from margin_risk.adapters.powertools_ports import EmfMetrics, XRayTracing
 from margin_risk.adapters.s3_audit import S3AuditSink, S3RejectedSink
 from margin_risk.adapters.sns_notifier import SnsNotifier
 from margin_risk.config import EnforcementConfig
-from margin_risk.service import DecisionPublisher, EnforcementService, NullPublisher, Topics
 from margin_risk.settings import load_house_settings
+from margin_risk.usecase.ports import DecisionPublisher, NullPublisher
+from margin_risk.usecase.records import Topics
+from margin_risk.usecase.service import EnforcementService
 
 # Local runs: EMF objects are also appended to this file (<run_dir>/metrics/enforcement.jsonl).
 METRICS_DIR_ENV = "MR_METRICS_DIR"

@@ -11,7 +11,6 @@ committed in the same conditional write as the state they change.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -22,7 +21,7 @@ from margin_risk import names
 from margin_risk.enforcement import AccountState
 from margin_risk.models import iso
 from margin_risk.outbox import Outbox
-from margin_risk.service import CommitInfo
+from margin_risk.usecase.records import CommitInfo
 
 BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
@@ -59,7 +58,7 @@ def state_from_item(item: dict[str, Any]) -> AccountState:
 
 
 class DynamoStateRepository:
-    """`margin_risk.service.StateRepository` on the account-state table."""
+    """`ports.StateRepository` on the account-state table."""
 
     def __init__(
         self,
@@ -185,7 +184,3 @@ class DynamoStateRepository:
         )
         items: list[dict[str, Any]] = resp.get("Items", [])
         return items
-
-
-def dumps_state(state: AccountState) -> str:
-    return json.dumps(json.loads(state.model_dump_json()), sort_keys=True)

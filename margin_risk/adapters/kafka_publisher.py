@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from margin_risk.service import Publication
+from margin_risk.usecase.records import Publication
 
 FLUSH_TIMEOUT_S = 10.0
 
@@ -53,7 +53,7 @@ def producer_config(
 
 
 class KafkaDecisionPublisher:
-    """`margin_risk.service.DecisionPublisher` on confluent-kafka; the producer is made lazily."""
+    """`ports.DecisionPublisher` on confluent-kafka; the producer is made lazily."""
 
     def __init__(self, bootstrap: str, auth: Literal["iam", "none"] = "iam") -> None:
         self.conf = producer_config(bootstrap, auth)

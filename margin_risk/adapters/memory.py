@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from margin_risk.enforcement import AccountState
 from margin_risk.models import AuditEvent
 from margin_risk.outbox import Outbox
-from margin_risk.service import CommitInfo, Publication, Rejection
+from margin_risk.usecase.records import CommitInfo, Publication, Rejection
 
 
 @dataclass

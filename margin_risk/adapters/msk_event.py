@@ -14,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser.models.kafka import KafkaRecordModel
 from pydantic import ValidationError
 
-from margin_risk.service import Coordinate, InboundRecord
+from margin_risk.usecase.records import Coordinate, InboundRecord
 
 
 def _coordinate(raw: Mapping[str, Any], tp: str) -> Coordinate:

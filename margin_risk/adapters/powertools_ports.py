@@ -19,7 +19,7 @@ R = TypeVar("R")
 
 
 class EmfMetrics:
-    """`margin_risk.service.MetricsSink` that emits CloudWatch EMF through Powertools.
+    """`ports.MetricsSink` that emits CloudWatch EMF through Powertools.
 
     Plain metrics share one EMF object per invocation; a metric with dimensions (RecordsRejected
     by ``reason``) gets an EMF object per dimension value, as CloudWatch requires. `flush` prints
@@ -81,7 +81,7 @@ class EmfMetrics:
 
 
 class XRayTracing:
-    """`margin_risk.service.Tracing`: an X-Ray subsegment per span (no-op when tracing is off)."""
+    """`ports.Tracing`: an X-Ray subsegment per span (no-op when tracing is off)."""
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer

@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from margin_risk import names
-from margin_risk.service import Rejection
+from margin_risk.usecase.records import Rejection
 
 JSONL = "application/x-ndjson"
 # Audit objects created in parallel per batch (one request each; within the client's pool).
@@ -22,7 +22,7 @@ MAX_CONCURRENT_PUTS = 16
 
 
 class S3AuditSink:
-    """`margin_risk.service.AuditSink`: a conditional PUT per audit object."""
+    """`ports.AuditSink`: a conditional PUT per audit object."""
 
     def __init__(
         self, client: Any, bucket: str, max_concurrent_puts: int = MAX_CONCURRENT_PUTS
@@ -56,7 +56,7 @@ def rejected_key(batch_id: str, prefix: str = names.REJECTED_PREFIX) -> str:
 
 
 class S3RejectedSink:
-    """`margin_risk.service.RejectedSink`: one JSON-lines object per batch under ``rejected/``."""
+    """`ports.RejectedSink`: one JSON-lines object per batch under ``rejected/``."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = names.REJECTED_PREFIX) -> None:
         self.client = client

@@ -11,7 +11,7 @@ SNS_BATCH_LIMIT = 10
 
 
 class SnsNotifier:
-    """`margin_risk.service.Notifier`: PublishBatch, ten decisions a call; any failure raises."""
+    """`ports.Notifier`: PublishBatch, ten decisions a call; any failure raises."""
 
     def __init__(self, client: Any, topic_arn: str) -> None:
         self.client = client

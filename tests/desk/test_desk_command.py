@@ -13,11 +13,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from margin_risk import names
 from margin_risk.adapters.kafka_publisher import producer_config
-from margin_risk.cli import main
-from margin_risk.desk import action_id, build_action
 from margin_risk.enforcement import AccountState, replay
-from margin_risk.local.kafka_broker import start_broker
-from margin_risk.service import Coordinate, InboundRecord, ValidRecord, decode
+from margin_risk.tools.cli import main
+from margin_risk.tools.desk import action_id, build_action
+from margin_risk.tools.local.kafka_broker import start_broker
+from margin_risk.usecase.decode import decode
+from margin_risk.usecase.records import Coordinate, InboundRecord, ValidRecord
 from tests.factories import long_book, margin_calc
 
 pytestmark = pytest.mark.integration
@@ -110,7 +111,7 @@ def test_bad_desk_input_is_one_line(aws_endpoint, capsys, monkeypatch, argv, why
 
 
 def test_an_unreachable_broker_is_one_line(aws_endpoint, capsys, monkeypatch):
-    monkeypatch.setattr("margin_risk.desk.DELIVERY_TIMEOUT_S", 1.0)
+    monkeypatch.setattr("margin_risk.tools.desk.DELIVERY_TIMEOUT_S", 1.0)
     code = main(
         ["desk", "waive", "ACC_X", "--reason", "r", "--bootstrap", "127.0.0.1:9", "--auth", "none"]
     )

@@ -43,7 +43,7 @@ def test_cdk_json_defines_valid_dev_and_prod() -> None:
         ({"enforcement": {"retry_attempts": 11}}, "less than or equal"),
         ({"storage": {"audit_glacier_ir_days": 20}}, "greater than or equal"),
         ({"surprise": 1}, "Extra inputs"),
-        ({"enforcement": {"reserved_concurrency": 11}}, "below the 12 partitions"),
+        ({"enforcement": {"reserved_concurrency": 17}}, "below the 18 partitions"),
     ],
 )
 def test_bad_environment_config_fails_with_a_clear_message(patch: dict, message: str) -> None:
@@ -125,19 +125,23 @@ def test_the_lambda_asset_is_the_handlers_import_closure_and_no_tool(tmp_path: P
     # Then it holds the handler and the core it runs on...
     for needed in (
         "lambdas/enforcement/app.py",
-        "margin_risk/service.py",
+        "margin_risk/usecase/service.py",
         "margin_risk/enforcement.py",
     ):
         assert needed in shipped
     # ...and none of the local tools: no CLI, demo, stand-ins, health report or benchmark
-    assert not {s for s in shipped if s.startswith(("margin_risk/local/", "bench/", "tests/"))}
-    for tool in ("margin_risk/cli.py", "margin_risk/health.py", "margin_risk/__main__.py"):
+    assert not {s for s in shipped if s.startswith(("margin_risk/tools/", "bench/", "tests/"))}
+    for tool in (
+        "margin_risk/tools/cli.py",
+        "margin_risk/tools/health.py",
+        "margin_risk/__main__.py",
+    ):
         assert tool not in shipped
     # And in a fresh interpreter that sees only the asset (and the installed dependencies),
     # the handler imports without pulling in moto, DuckDB, Spark or the CDK
     probe = (
         "import sys, lambdas.enforcement.app; "
-        "print(sorted(m for m in ('moto', 'duckdb', 'pyspark', 'aws_cdk', 'margin_risk.cli') "
+        "print(sorted(m for m in ('moto', 'duckdb', 'pyspark', 'aws_cdk', 'margin_risk.tools.cli') "
         "if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "AWS_DEFAULT_REGION": "us-east-1"}

@@ -75,7 +75,7 @@ def _cluster_export(synth: Synth, env: str) -> str:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_mappings_read_both_result_topics_from_the_cluster_and_report_item_failures(
+def test_mappings_read_the_results_and_the_desk_actions_from_the_cluster_alike(
     synth: Synth, env: str
 ) -> None:
     cfg = synth.configs[env].enforcement
@@ -87,7 +87,12 @@ def test_mappings_read_both_result_topics_from_the_cluster_and_report_item_failu
     fn_id = next(iter(synth.resources(env, "Enforcement", "AWS::Lambda::Function")))
     export = _cluster_export(synth, env)
     topics = sorted(t for m in mappings.values() for t in m["Properties"]["Topics"])
-    assert topics == sorted([names.TOPIC_MARGIN_CALC, names.TOPIC_STRESS])
+    assert topics == sorted([names.TOPIC_MARGIN_CALC, names.TOPIC_STRESS, names.TOPIC_DESK_ACTIONS])
+    groups = {
+        m["Properties"]["AmazonManagedKafkaEventSourceConfig"]["ConsumerGroupId"]
+        for m in mappings.values()
+    }
+    assert len(groups) == 3  # a consumer group of its own for each mapping
     for m in mappings.values():
         p = m["Properties"]
         assert p["EventSourceArn"] == {"Fn::ImportValue": export}
@@ -147,9 +152,8 @@ def test_function_role_reaches_only_its_topics_and_groups(synth: Synth) -> None:
 
     read = arns_for("kafka-cluster:ReadData")
     write = arns_for("kafka-cluster:WriteData")
-    assert len(read) == 2 and all(
-        any(t in r for t in (names.TOPIC_MARGIN_CALC, names.TOPIC_STRESS)) for r in read
-    )
+    consumed = (names.TOPIC_MARGIN_CALC, names.TOPIC_STRESS, names.TOPIC_DESK_ACTIONS)
+    assert len(read) == 3 and all(any(t in r for t in consumed) for r in read)
     assert len(write) == len(names.DECISION_TOPICS)
     assert all(any(t in r for t in names.DECISION_TOPICS) for r in write)
     assert not any(a.startswith("kafka-cluster:*") for s in statements for a in s["Action"])

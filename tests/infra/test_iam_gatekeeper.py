@@ -6,8 +6,9 @@ action the policy grants is needed by one of them (least privilege).
   its behalf (logs, X-Ray, the event source mapping's pollers and on-failure destination), plus its
   Kafka clients (the mapping's consumer, the decision producer), which moto cannot serve.
 * The Spark job's role: the S3 requests of its checkpoint and state store under its prefix (Hadoop
-  file-system operations mapped to S3 requests: the job cannot run against S3 here), its Kafka
-  clients, what EMR Serverless does with the role (fetch the code, ship the driver's logs).
+  file-system operations mapped to S3 requests: the job cannot run against S3 here), the margin
+  history's Parquet files it adds under theirs, its Kafka clients, what EMR Serverless does with
+  the role (fetch the code, ship the driver's logs).
 * The upstream producer policy: writes exactly the input topics.
 
 KMS statements are checked for being present where a request needs the key (S3 and SNS
@@ -27,7 +28,8 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from lambdas.enforcement.runtime import get_runtime, reset_runtime
 from margin_risk import names
-from margin_risk.local.moto_server import Provisioned
+from margin_risk.archive import KINDS
+from margin_risk.tools.local.moto_server import Provisioned
 from stacks.enforcement import CONSUMED_TOPICS, consumer_group
 from stacks.processing import CHECKPOINT_PREFIX, SPARK_INPUT_TOPICS, SPARK_OUTPUT_TOPICS
 from tests.infra.conftest import Synth
@@ -278,6 +280,9 @@ def spark_requests(t: Templates) -> list[Request]:
             "s3:ListBucket", bucket, fs, **{"s3:prefix": f"{CHECKPOINT_PREFIX}state/commits/"}
         ),
     ]
+    for kind in KINDS:  # margin_risk.archive's layout: one new file per batch, task and hour
+        part = f"{bucket}/{names.HISTORY_PREFIX}{kind}/event_date=2026-02-16/hour=14/part-7.parquet"
+        out.append(Request.of("s3:PutObject", part, "the margin history (margin_risk.archive)"))
     ((_, logs_lid, _),) = list(t.find("Processing", "AWS::Logs::LogGroup"))
     group = t.arn(stack, logs_lid)
     why = f"EMR Serverless ships the driver's logs ({EMR_LOGS})"
@@ -319,6 +324,13 @@ def test_spark_job_role_cannot_touch_the_bucket_outside_its_prefix(synth: Synth)
     bucket = t.arn(stack, bucket_lid)
     assert allowed(statements, Request.of("s3:PutObject", f"{bucket}/checkpoints/state/x"))
     assert not allowed(statements, Request.of("s3:PutObject", f"{bucket}/other/x"))
+    # the history is added to, never read back, listed or deleted by the job
+    history = f"{bucket}/{names.HISTORY_PREFIX}margin_calc/event_date=2026-02-16/hour=14/p.parquet"
+    assert allowed(statements, Request.of("s3:PutObject", history))
+    for action in ("s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
+        assert not allowed(statements, Request.of(action, history))
+    prefix = {"s3:prefix": names.HISTORY_PREFIX}
+    assert not allowed(statements, Request.of("s3:ListBucket", bucket, **prefix))
     assert not allowed(statements, Request.of("s3:ListBucket", bucket, **{"s3:prefix": "other/"}))
     assert not allowed(
         statements, Request.of("kafka-cluster:WriteData", topic_arn(names.TOPIC_MARGIN_CALLS))

@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from margin_risk import names
-from margin_risk.local.kafka_broker import start_broker
+from margin_risk.tools.local.kafka_broker import start_broker
 
 pytestmark = pytest.mark.integration
 

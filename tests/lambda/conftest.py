@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from lambdas.enforcement.runtime import reset_runtime
-from margin_risk.local.moto_server import Provisioned
+from margin_risk.tools.local.moto_server import Provisioned
 
 from .harness import Deployment, Feed
 

@@ -27,10 +27,12 @@ from margin_risk.adapters.audit_reader import read_audit_s3
 from margin_risk.adapters.dynamodb_state import DynamoStateRepository
 from margin_risk.config import EnforcementConfig
 from margin_risk.enforcement import AccountState
-from margin_risk.local.moto_server import Provisioned, provision
-from margin_risk.models import AuditEvent, MarginCalc, StressResult
+from margin_risk.models import AuditEvent, DeskAction, MarginCalc, StressResult
 from margin_risk.rules import Holding
+from margin_risk.tools.local.moto_server import Provisioned, provision
 from tests.factories import margin_calc, stress_result
+
+Input = MarginCalc | StressResult | DeskAction
 
 PARTITIONS = 3
 
@@ -70,24 +72,31 @@ class Feed:
 
     def record(
         self,
-        event: MarginCalc | StressResult | None = None,
+        event: Input | None = None,
         *,
         raw: bytes | None = None,
         account: str | None = None,
         topic: str | None = None,
     ) -> LocalRecord:
         acct = account or (event.account_id if event is not None else "UNKNOWN")
-        t = topic or (
-            names.TOPIC_STRESS if isinstance(event, StressResult) else names.TOPIC_MARGIN_CALC
-        )
+        t = topic or _topic_of(event)
         p = partition_of(acct)
         off = self.next_offset[(t, p)]
         self.next_offset[(t, p)] += 1
         value = raw if raw is not None else event.to_json().encode()  # type: ignore[union-attr]
         return LocalRecord(t, p, off, value, acct.encode(), 1_771_252_200_000 + off)
 
-    def records(self, events: Sequence[MarginCalc | StressResult]) -> list[LocalRecord]:
+    def records(self, events: Sequence[Input]) -> list[LocalRecord]:
         return [self.record(e) for e in events]
+
+
+def _topic_of(event: Input | None) -> str:
+    """The topic each kind of record arrives on (key = account, so the partition follows)."""
+    if isinstance(event, StressResult):
+        return names.TOPIC_STRESS
+    if isinstance(event, DeskAction):
+        return names.TOPIC_DESK_ACTIONS
+    return names.TOPIC_MARGIN_CALC
 
 
 class Deployment:

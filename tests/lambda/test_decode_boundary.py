@@ -15,7 +15,8 @@ import pytest
 from lambdas.enforcement.local_invoke import build_msk_event
 from margin_risk import names
 from margin_risk.adapters.msk_event import inbound_records
-from margin_risk.service import Rejection, ValidRecord, decode
+from margin_risk.usecase.decode import decode
+from margin_risk.usecase.records import Rejection, ValidRecord
 
 from .harness import Feed, book, calc
 from .test_service_fakes import make

@@ -19,7 +19,7 @@ from margin_risk import names
 from margin_risk.adapters.msk_event import inbound_records
 from margin_risk.enforcement import replay
 from margin_risk.models import MarginCalc, StressResult
-from margin_risk.service import decode
+from margin_risk.usecase.decode import decode
 
 from .harness import Deployment, Feed, book, calc, count_calls, fault, lost_response, stress
 

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from lambdas.enforcement.runtime import reset_runtime
 from margin_risk import names
 from margin_risk.adapters.kafka_publisher import msk_iam_oauth_cb, producer_config
-from margin_risk.local.kafka_broker import Broker, start_broker
+from margin_risk.tools.local.kafka_broker import Broker, start_broker
 
 from .harness import Deployment, Feed, book, calc, fault
 

@@ -16,7 +16,9 @@ from margin_risk.adapters.memory import (
 )
 from margin_risk.adapters.msk_event import inbound_records
 from margin_risk.enforcement import AccountState, replay
-from margin_risk.service import CommitInfo, EnforcementService
+from margin_risk.usecase.records import CommitInfo
+from margin_risk.usecase.service import EnforcementService
+from tests.factories import desk_action
 
 from .harness import Feed, book, calc
 
@@ -59,6 +61,36 @@ def test_restricted_cure_goes_to_restrictions_topic_and_state_matches_replay():
     assert repo.heads["A"].version == 1 and repo.history == {}  # nothing committed before
     lines = [line for body in store.objects.values() for line in body.splitlines()]
     assert len(store.objects) == 2 and len(lines) == 3  # hours 14 and 15, one line a decision
+
+
+def test_a_waiver_that_lifts_a_restriction_reaches_order_management_and_one_that_does_not_not():
+    # Given two accounts with a call for 10,000 at t=0 (1,000 AAPL at $50, $40,000 debit); W is
+    # restricted at t=1,900 (open 1,900 s > 1,800 s), V is waived before that
+    svc, repo, _, pub = make()
+    events = [
+        calc("W", 0, -40_000, book(50), "w1"),
+        calc("V", 0, -40_000, book(50), "v1"),
+        calc("W", 1_900, -40_000, book(50), "w2"),
+        desk_action("W", 2_000, names.DESK_ACTION_WAIVE, action_id="waive-w"),
+        desk_action("V", 600, names.DESK_ACTION_WAIVE, action_id="waive-v"),
+    ]
+    res = svc.process(inbound_records(build_msk_event(Feed().records(events))))
+    assert res.failed == [] and res.accounts_committed == 2
+    # Then both waivers are on margin.calls.v1, and only W's (which lifted its restriction) goes
+    # to restrictions.v1, after the restriction itself
+    by_topic = {
+        t: [(p.decision.account_id, p.decision.event_type) for p in pub.sent if p.topic == t]
+        for t in (names.TOPIC_MARGIN_CALLS, names.TOPIC_RESTRICTIONS)
+    }
+    assert by_topic[names.TOPIC_RESTRICTIONS] == [
+        ("W", names.EVENT_ACCOUNT_RESTRICTED),
+        ("W", names.EVENT_MARGIN_CALL_WAIVED),
+    ]
+    assert ("V", names.EVENT_MARGIN_CALL_WAIVED) in by_topic[names.TOPIC_MARGIN_CALLS]
+    waived = {d.account_id: d for d in res.decisions if d.event_type == "MARGIN_CALL_WAIVED"}
+    assert waived["W"].details.restriction_lifted is True  # type: ignore[attr-defined]
+    assert waived["V"].details.restriction_lifted is False  # type: ignore[attr-defined]
+    assert not repo.heads["W"].margin.restricted and not repo.heads["W"].margin.call_open
 
 
 def test_batches_on_fakes_read_state_once_each_and_commit_every_account():

@@ -2,7 +2,10 @@
 
 One run (about a minute and a half) serves every assertion: the Spark job is killed in the
 middle of a sell-off micro-batch and restarted, and still every call and liquidation the
-session scripts happens exactly once, as the reference rules replaying the same inputs say.
+session scripts happens exactly once, as the reference rules replaying the same inputs say; the
+desk's extension and waiver (published through the desk command's code path) are applied as the
+reference applies them; the archived history backtests to the same decisions, plus the warnings
+a stricter cushion adds.
 """
 
 from __future__ import annotations
@@ -11,16 +14,27 @@ import io
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from margin_risk import names
 from margin_risk.audit import read_audit_dir
 from margin_risk.enforcement import replay
-from margin_risk.local.demo import Demo, DemoOptions, Summary, write_summary_json
-from margin_risk.local.simulator import MarketSimulator, expected_margin_events
-from margin_risk.models import AuditEvent
+from margin_risk.models import AuditEvent, DeskAction
 from margin_risk.params import PolicyParams
+from margin_risk.tools.local.demo import (
+    Demo,
+    DemoOptions,
+    Summary,
+    print_summary,
+    write_summary_json,
+)
+from margin_risk.tools.local.simulator import (
+    MarketSimulator,
+    expected_inputs,
+    expected_margin_events,
+)
 
 ACCOUNTS, SYMBOLS, SEED, CRASH_STEP = 40, 8, 3, 5
 SUMMARY_KEYS = {
@@ -54,10 +68,18 @@ def _by_account(events: list[AuditEvent]) -> dict[str, Counter[tuple[str, str]]]
     return dict(out)
 
 
+def published_actions(summary: Summary) -> list[DeskAction]:
+    return [
+        DeskAction.model_validate({k: v for k, v in a.items() if k != "decision"})
+        for a in summary.desk_actions
+    ]
+
+
 def test_scripted_calls_and_liquidations_happen_exactly_once_despite_a_spark_crash(run):
     summary, _, trail = run
     sim = MarketSimulator(ACCOUNTS, SYMBOLS, SEED)
-    ref = replay(expected_margin_events(sim), PolicyParams(call_deadline_seconds=3600))
+    actions = published_actions(summary)
+    ref = replay(expected_inputs(sim, actions), PolicyParams(call_deadline_seconds=3600))
     assert summary.spark_restarts == 1
     assert _by_account(trail) == _by_account(ref.decisions)
     kinds = Counter(e.event_type for e in ref.decisions)
@@ -92,3 +114,84 @@ def test_summary_agrees_with_the_audit_trail_and_the_named_queries(run, tmp_path
     path = tmp_path / "summary.json"
     write_summary_json(summary, path)
     assert set(json.loads(path.read_text())) >= SUMMARY_KEYS
+
+
+def test_the_desk_extends_one_call_and_waives_another_signed_by_the_sts_identity(run):
+    summary, _, trail = run
+    sim = MarketSimulator(ACCOUNTS, SYMBOLS, SEED)
+    actions = published_actions(summary)
+    # The planned actions, built by the desk command's code (same content, same id), signed by
+    # the caller's identity as the embedded endpoint's STS reports it
+    assert summary.operator.startswith("arn:aws:")
+    planned = sim.planned_actions(summary.operator)
+    assert [a.action for a in planned] == [names.DESK_ACTION_EXTEND, names.DESK_ACTION_WAIVE]
+    assert actions == planned
+    assert [a["decision"] for a in summary.desk_actions] == [
+        names.EVENT_MARGIN_CALL_EXTENDED,
+        names.EVENT_MARGIN_CALL_WAIVED,
+    ]
+    assert (summary.calls_extended, summary.calls_waived, summary.desk_actions_rejected) == (
+        1,
+        1,
+        0,
+    )
+    # The extension kept its account from the liquidation the policy's deadline would have
+    # brought (the reference without the desk liquidates it), the restriction unchanged
+    extended, waived = actions[0].account_id, actions[1].account_id
+    without_desk = replay(expected_margin_events(sim), PolicyParams(call_deadline_seconds=3600))
+
+    def kinds(decisions: list[AuditEvent], account: str) -> list[str]:
+        return [d.event_type for d in decisions if d.account_id == account]
+
+    assert names.EVENT_LIQUIDATION_TRIGGERED in kinds(without_desk.decisions, extended)
+    assert names.EVENT_LIQUIDATION_TRIGGERED not in kinds(trail, extended)
+    assert names.EVENT_ACCOUNT_RESTRICTED in kinds(trail, extended)
+    # The waiver closed a restricted call, and lifted the restriction (so order management
+    # heard of it on restrictions.v1)
+    (waiver,) = [d for d in trail if d.event_type == names.EVENT_MARGIN_CALL_WAIVED]
+    assert waiver.account_id == waived
+    assert waiver.details.restriction_lifted is True  # type: ignore[attr-defined]
+    assert waiver.details.operator == summary.operator  # type: ignore[attr-defined]
+
+
+def test_the_archived_history_backtests_a_stricter_cushion_beside_the_decisions_taken(run):
+    summary, run_dir, trail = run
+    sim = MarketSimulator(ACCOUNTS, SYMBOLS, SEED)
+    # Every result the enforcement consumed is in the archive once (the partial output of the
+    # micro-batch killed mid-way is on the topics twice, and counted once)
+    h = summary.history
+    assert h["results"] == summary.margin_results + summary.stress_results
+    assert h["records"] > h["results"] and h["rejected"] == 0
+    assert "does not write the history yet" in h["written_by"]
+    assert len(list((run_dir / "history").rglob("*.parquet"))) == h["files"] > 0
+    b: dict[str, Any] = summary.backtest
+    assert b["policy"]["warning_cushion"] == 0.10
+    assert b["actual_decisions"] == dict(sorted(Counter(e.event_type for e in trail).items()))
+    # The stricter cushion, independently: the reference inputs and the same desk actions
+    stricter = PolicyParams(call_deadline_seconds=3600, warning_cushion=0.10)
+    ref = Counter(
+        d.event_type
+        for d in replay(expected_inputs(sim, published_actions(summary)), stricter).decisions
+    )
+    would = dict(b["decisions"])
+    assert would.pop(names.EVENT_STRESS_BREACH) == summary.stress_breaches  # not in the reference
+    assert would == dict(ref)
+    # It warns more (an account can also warn less often: a wider cushion re-arms less), and
+    # changes nothing else
+    taken = b["actual_decisions"]
+    more = would[names.EVENT_MARGIN_WARNING] - taken[names.EVENT_MARGIN_WARNING]
+    assert more > 0
+    for kind in set(would) - {names.EVENT_MARGIN_WARNING}:
+        assert would[kind] == taken[kind], kind
+    assert b["diff"]["added"] - b["diff"]["removed"] == more
+    assert len(b["differing_accounts"]) == b["diff"]["accounts_differing"] > 0
+    # And the summary prints it, with the desk's actions and where the history came from
+    out = io.StringIO()
+    print_summary(summary, out)
+    text = out.getvalue()
+    assert "== backtest: warning cushion 0.1 x gross" in text
+    assert "the Spark job does not write the history yet" in text
+    assert f"EXTEND_CALL {published_actions(summary)[0].account_id} until" in text
+    q = summary.named_queries
+    assert q["account_margin_over_day"]["results"] > 0
+    assert q["accounts_nearest_call_now"]

@@ -8,8 +8,8 @@ import pytest
 from confluent_kafka import Producer
 
 from margin_risk import names
-from margin_risk.local.esm import LocalEventSourceMapping, failed_offsets
-from margin_risk.local.kafka_broker import start_broker
+from margin_risk.tools.local.esm import LocalEventSourceMapping, failed_offsets
+from margin_risk.tools.local.kafka_broker import start_broker
 
 
 @pytest.fixture(scope="module")

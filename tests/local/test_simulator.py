@@ -4,8 +4,8 @@ from collections import defaultdict
 
 from margin_risk import names
 from margin_risk.enforcement import replay
-from margin_risk.local.simulator import MarketSimulator, expected_margin_events
 from margin_risk.params import PolicyParams
+from margin_risk.tools.local.simulator import MarketSimulator, expected_margin_events
 
 DEMO_POLICY = PolicyParams(call_deadline_seconds=3600)
 

@@ -12,9 +12,9 @@ from moto import mock_aws
 
 from dashboards import specs
 from margin_risk import names
-from margin_risk.adapters.cloudwatch_metrics import CloudWatchSource
-from margin_risk.cli import main
-from margin_risk.health import HealthReport, StageHealth, build_report, local_report
+from margin_risk.tools.cli import main
+from margin_risk.tools.cloudwatch_source import CloudWatchSource
+from margin_risk.tools.health import HealthReport, StageHealth, build_report, local_report
 from tests.observability.emf import hand_emf, powertools_emf, simulated_run, write_run
 
 

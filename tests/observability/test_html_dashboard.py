@@ -14,7 +14,7 @@ from dashboards import specs
 from dashboards.chromium import dump_dom, screenshot
 from dashboards.html_render import write_dashboard
 from margin_risk import names
-from margin_risk.cli import main
+from margin_risk.tools.cli import main
 from tests.observability.emf import simulated_run, write_run
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from margin_risk.local.kafka_broker import Broker
+from margin_risk.tools.local.kafka_broker import Broker
 
 
 def produce(broker: Broker, topic: str, key: str, value: dict[str, Any] | str) -> None:

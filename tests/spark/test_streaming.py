@@ -16,10 +16,10 @@ from pyspark.sql import SparkSession
 from emr_jobs.local_runner import LocalMarginJob
 from emr_jobs.state import StateStore
 from margin_risk import names
-from margin_risk.local.kafka_broker import start_broker
 from margin_risk.models import MarginCalc, StressResult
 from margin_risk.rules import Holding, cents
 from margin_risk.stress import stress_table, worst_scenario
+from margin_risk.tools.local.kafka_broker import start_broker
 from tests.spark.kafka_helpers import produce_many, read_all
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]

@@ -14,11 +14,11 @@ import pytest
 
 from margin_risk import archive, names
 from margin_risk.audit import to_jsonl
-from margin_risk.backtest import Backtest
-from margin_risk.cli import main
 from margin_risk.enforcement import replay
-from margin_risk.history import LocalHistory, S3History, iter_history, write_history
 from margin_risk.params import PolicyParams
+from margin_risk.tools.backtest import Backtest
+from margin_risk.tools.cli import main
+from margin_risk.tools.history import LocalHistory, S3History, iter_history, write_history
 from tests.factories import at, desk_action, long_book, margin_calc, stress_result
 
 DEBIT = -20_000.0

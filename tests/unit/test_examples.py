@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from margin_risk.cli import main
+from margin_risk.tools.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

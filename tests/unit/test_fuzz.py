@@ -30,15 +30,10 @@ from margin_risk.adapters.memory import (
     MemoryStateRepository,
 )
 from margin_risk.adapters.msk_event import inbound_records
-from margin_risk.cli import main
-from margin_risk.service import (
-    Coordinate,
-    EnforcementService,
-    InboundRecord,
-    Rejection,
-    ValidRecord,
-    decode,
-)
+from margin_risk.tools.cli import main
+from margin_risk.usecase.decode import decode
+from margin_risk.usecase.records import Coordinate, InboundRecord, Rejection, ValidRecord
+from margin_risk.usecase.service import EnforcementService
 
 FUZZ = settings(
     max_examples=60,

@@ -1,4 +1,4 @@
-"""CloudWatch as a `margin_risk.health.MetricSource` (boto3 stays out of the core)."""
+"""CloudWatch as a `margin_risk.tools.health.MetricSource` (boto3 stays out of the core)."""
 
 from __future__ import annotations
 

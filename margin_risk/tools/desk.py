@@ -126,7 +126,12 @@ class DeskPublisher:
             self.topic,
             key=action.account_id.encode(),
             value=action.to_json().encode(),
-            headers=[(names.HEADER_CORRELATION_ID, action.correlation_id.encode())],
+            # origin_ts: when the desk sent it, what the function's latency metric counts from
+            # (an action's own timestamp is its event time, which a replayed session sets).
+            headers=[
+                (names.HEADER_CORRELATION_ID, action.correlation_id.encode()),
+                (names.HEADER_ORIGIN_TS, iso(datetime.now(UTC)).encode()),
+            ],
             on_delivery=on_delivery,
         )
         remaining = producer.flush(DELIVERY_TIMEOUT_S + 5)

@@ -50,7 +50,7 @@ class SparkStage:
         from emr_jobs.batch import JobContext, process_batch
         from emr_jobs.frames import kafka_frame
         from emr_jobs.state import StateStore
-        from margin_risk.local.simulator import MarketSimulator
+        from margin_risk.tools.local.simulator import MarketSimulator
 
         started = time.monotonic()
         spark = self.job.spark

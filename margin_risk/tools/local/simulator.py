@@ -1,29 +1,48 @@
-"""A reproducible trading session for the local demo: books, a calm morning, a sell-off, cures.
+"""A reproducible trading session for the local demo: books, a calm morning, a sell-off, cures,
+and the risk desk acting on two calls.
 
 Every account is given a *role* (strong, near-edge, weak-and-cures, weak-and-defaults, wipe-out,
 short seller) whose leverage is chosen so the sell-off plays out the way the role says. The
 simulator also carries its own reference of positions and cash, so `expected_margin_events` can
 replay the session through `margin_risk.rules` and `margin_risk.enforcement` independently of
 Spark and the Lambda: the integration test compares the two.
+
+Two steps carry no market records but a desk plan (`DeskPlan`): after the sell-off the desk
+extends a call whose liquidation the extension postpones, and after the first afternoon tick it
+waives a call (a restricted one when there is one). The accounts are chosen from the reference
+replay, so a seed fixes them too; the demo publishes the actions through the desk command's code
+path, signed by its STS identity, and `expected_inputs` puts them into the reference.
+
+Not in the session yet: a leveraged ETF with a house requirement (spec section 7). The Spark job
+does not apply house requirements yet, so its results would disagree with this reference (which
+would apply them); the entry belongs here once the job reads ``house.requirements.v1``.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import random
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from margin_risk import names
-from margin_risk.models import MarginCalc
+from margin_risk.enforcement import AccountState, replay
+from margin_risk.models import DeskAction, DeskActionType, EnforcementInput, MarginCalc
 from margin_risk.money import to_decimal
+from margin_risk.params import PolicyParams
 from margin_risk.rules import Holding, compute_margin
 
 SESSION_OPEN = datetime(2026, 2, 16, 14, 30, tzinfo=UTC)
+# The house deadline of two days, shortened so the session shows it (the demo runs with it).
+DEMO_DEADLINE_SECONDS = 3600
+DEMO_POLICY = PolicyParams(call_deadline_seconds=DEMO_DEADLINE_SECONDS)
+# Who the reference's planning actions claim to be (the demo signs the real ones with STS).
+PLANNER = "planner"
 
 ROLES = ("strong", "near_edge", "weak_cures", "weak_defaults", "wipe_out", "short_seller")
 ROLE_WEIGHTS = (0.50, 0.10, 0.12, 0.10, 0.04, 0.14)
@@ -46,13 +65,40 @@ class Record:
     value: bytes
 
 
+@dataclass(frozen=True)
+class DeskPlan:
+    """An action the desk takes at its step's time; the demo builds and signs the record."""
+
+    account_id: str
+    action: DeskActionType
+    reason: str
+    until: datetime | None = None
+
+    def action_at(self, at: datetime, operator: str) -> DeskAction:
+        """The record the desk command builds for this plan (`tools.desk.build_action`)."""
+        from margin_risk.tools.desk import build_action
+
+        return build_action(
+            self.account_id,
+            self.action,
+            operator=operator,
+            reason=self.reason,
+            until=self.until,
+            now=at,
+        )
+
+
 @dataclass
 class Step:
-    """Records that share one event time; the demo lets the pipeline settle between steps."""
+    """Records that share one event time; the demo lets the pipeline settle between steps.
+
+    ``desk``: actions the risk desk takes at ``at`` (published by the demo, not by producers).
+    """
 
     name: str
     at: datetime
     records: list[Record] = field(default_factory=list)
+    desk: list[DeskPlan] = field(default_factory=list)
 
     def add(self, topic: str, key: str, value: dict[str, Any]) -> None:
         self.records.append(Record(topic, key, json.dumps(value).encode()))
@@ -211,6 +257,49 @@ class MarketSimulator:
             self._ticks(step, {s: self.rng.uniform(-0.002, 0.002) for s in self.symbols})
             self.steps.append(step)
 
+        # The desk acts after the sell-off (before the squeeze) and after the first afternoon tick.
+        self._plan_desk(
+            Step("desk: extend a call", sell_start + timedelta(minutes=20)),
+            Step("desk: waive a call", sell_start + timedelta(minutes=85)),
+            until=sell_start + timedelta(minutes=180),  # after the session's last tick
+        )
+
+    # -- the desk's two actions (chosen on the reference, so the seed fixes them) ---------------
+    def planned_actions(self, operator: str = PLANNER) -> list[DeskAction]:
+        """Every planned action as the desk command would build it, in time order."""
+        return [p.action_at(s.at, operator) for s in self.steps for p in s.desk]
+
+    def _states_at(self, at: datetime) -> dict[str, AccountState]:
+        """Every account's enforcement state at ``at``: the reference and the desk's actions."""
+        inputs = [e for e in expected_inputs(self, self.planned_actions()) if e.timestamp <= at]
+        return replay(inputs, DEMO_POLICY).states
+
+    def _plan_desk(self, extend: Step, waive: Step, until: datetime) -> None:
+        """Insert the two desk steps in time order and choose their accounts on the reference
+        of the whole session: the first open call (by account) whose liquidation the extension
+        postpones, then an open call not extended, a restricted one first."""
+        for step in (extend, waive):
+            at = next((i for i, s in enumerate(self.steps) if s.at > step.at), len(self.steps))
+            self.steps.insert(at, step)
+        full = expected_margin_events(self)
+        for acct, st in sorted(self._states_at(extend.at).items()):
+            if not st.margin.call_open or st.margin.liquidation_triggered:
+                continue
+            plan = DeskPlan(acct, "EXTEND_CALL", "client wiring funds", until)
+            own = [e for e in full if e.account_id == acct]
+            if _postpones_liquidation(own, plan.action_at(extend.at, PLANNER)):
+                extend.desk.append(plan)
+                break
+        extended = {p.account_id for p in extend.desk}
+        open_calls = sorted(
+            (not st.margin.restricted, acct)
+            for acct, st in self._states_at(waive.at).items()
+            if st.margin.call_open and acct not in extended
+        )
+        if open_calls:
+            reason = "fee booked in error"
+            waive.desk.append(DeskPlan(open_calls[0][1], "WAIVE_CALL", reason))
+
     def _open_book(self, step: Step, a: Account, high_beta: list[str]) -> None:
         rng = self.rng
         if a.role in ("short_seller", "wipe_out"):
@@ -336,3 +425,28 @@ def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
                 )
             )
     return out
+
+
+def expected_inputs(sim: MarketSimulator, actions: Sequence[DeskAction]) -> list[EnforcementInput]:
+    """The reference's margin results and the desk's actions, in event-time order."""
+    ordered = sorted(actions, key=lambda a: a.timestamp)
+    merged: Iterable[EnforcementInput] = heapq.merge(
+        expected_margin_events(sim), ordered, key=lambda e: e.timestamp
+    )
+    return list(merged)
+
+
+def _postpones_liquidation(own: Sequence[MarginCalc], action: DeskAction) -> bool:
+    """Whether ``action`` moves its account's first liquidation later (or past the session);
+    ``own``: the account's margin results over the whole session."""
+    everything: list[EnforcementInput] = list(own)
+    with_action = sorted([*everything, action], key=lambda e: e.timestamp)
+
+    def first_liquidation(events: Sequence[EnforcementInput]) -> datetime | None:
+        for d in replay(events, DEMO_POLICY).decisions:
+            if d.event_type == names.EVENT_LIQUIDATION_TRIGGERED:
+                return d.timestamp
+        return None
+
+    before, after = first_liquidation(everything), first_liquidation(with_action)
+    return before is not None and (after is None or after > before)

@@ -324,7 +324,7 @@ def load_policy(path: str) -> PolicyParams:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    """Replay the archive with ``--policy`` and diff against ``--audit`` (see margin_risk.backtest).
+    """Replay the archive with ``--policy`` and diff against ``--audit`` (see tools.backtest).
 
     Output, one JSON object per line: every decision the policy would take (as ``replay``), then
     one line per account whose decisions differ from the trail's, then the totals. Written only
@@ -334,8 +334,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
     from pydantic import ValidationError as Invalid
 
-    from margin_risk.backtest import Backtest, in_period
-    from margin_risk.history import BadHistory, iter_history, open_history
+    from margin_risk.tools.backtest import Backtest, in_period
+    from margin_risk.tools.history import BadHistory, iter_history, open_history
 
     policy = load_policy(args.policy) if args.policy else load_settings().policy.to_params()
     start = parse_at(args.start, "--from") if args.start else None
@@ -376,7 +376,7 @@ def _cmd_desk(args: argparse.Namespace) -> int:
     """Publish an EXTEND_CALL or WAIVE_CALL signed by the caller's AWS identity."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from margin_risk import desk
+    from margin_risk.tools import desk
     from margin_risk.untrusted import parse_timestamp
 
     until = None
@@ -412,16 +412,13 @@ def _cmd_desk(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from margin_risk.local.demo import run_demo
-    except ImportError:
-        print("demo: not built yet (see the open demo issue)", file=sys.stderr)
-        return 3
+    from margin_risk.tools.local.demo import run_demo
+
     return int(run_demo(args))
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
-    from margin_risk.health import run_health
+    from margin_risk.tools.health import run_health
 
     return run_health(args.metrics_dir, aws=args.aws, as_json=args.json)
 

@@ -240,11 +240,11 @@ def _text(v: Any) -> Any:
     return v
 
 
-def _duck_type(t: str) -> str:
+def duck_type(t: str) -> str:
     """A Spark/Hive type of `archive` as DuckDB spells it."""
     if t.startswith("array<struct<"):
         inner = t[len("array<struct<") : -2]
-        fields = ", ".join(f"{n} {_duck_type(ft)}" for n, ft in _fields(inner))
+        fields = ", ".join(f"{n} {duck_type(ft)}" for n, ft in _fields(inner))
         return f"STRUCT({fields})[]"
     return {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ"}.get(t, t.upper())
 
@@ -289,7 +289,7 @@ def write_history(root: Path, results: Iterable[Result], name: str = "part-0") -
                     for c, t in cols.items()
                 )
                 casts = ", ".join(
-                    f'CAST("{c}" AS {_duck_type(t)}) AS "{c}"' for c, t in cols.items()
+                    f'CAST("{c}" AS {duck_type(t)}) AS "{c}"' for c, t in cols.items()
                 )
                 out = root / Hour(date, hour).rel_dir(kind) / f"{name}.parquet"
                 out.parent.mkdir(parents=True, exist_ok=True)

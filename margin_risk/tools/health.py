@@ -1,7 +1,7 @@
 """Pipeline health report: is every stage (inputs -> Spark margin results -> enforcement
 decisions -> audit objects) still moving, and which rule decided?
 
-The same rules run over CloudWatch (`margin_risk.adapters.cloudwatch_metrics.CloudWatchSource`)
+The same rules run over CloudWatch (`margin_risk.tools.cloudwatch_source.CloudWatchSource`)
 in AWS and over a local run's EMF files (`LocalSource`). Thresholds come from `dashboards.specs`,
 the module the alarms are made from, so the report and the alarms cannot disagree.
 """
@@ -260,56 +260,58 @@ def build_report(
 
     inputs, _ = stage("inputs", INPUTS, KAFKA_INPUTS, "Kafka brokers (MessagesInPerSec)")
     results, _ = stage("spark margin results", MARGIN_RESULTS, INPUTS, "inputs")
-    enforce, ok = stage("enforcement decisions", ENFORCED, ALL_RESULTS, "Spark results")
+    enforce, _ = stage("enforcement decisions", ENFORCED, ALL_RESULTS, "Spark results")
     # Decisions are only counted when there are some; processed records show the stage runs.
     audit, _ = stage("audit objects", AUDIT, DECISIONS, "enforcement decisions", ENFORCED)
-    enforce = _enforcement_kpis(source, enforce, ok, start, until)
+    enforce = _enforcement_kpis(source, enforce, start, until)
     return HealthReport(source.description, now, window_minutes, [inputs, results, enforce, audit])
 
 
+# The enforcement stage's KPIs are its alarms (`dashboards.specs.ALARMS`), evaluated here over the
+# report's window with the same thresholds: alarm id -> (detail key, label, unit, value format).
+ENFORCEMENT_KPIS: dict[str, tuple[str, str, str, str]] = {
+    "error-rate": ("error_rate_pct", "error rate", "%", ".2f"),
+    "e2e-latency": ("e2e_latency_p99_ms", "e2e p99", " ms", ".0f"),
+    "kafka-offset-lag": ("offset_lag_max", "OffsetLag", "", "g"),
+    "lambda-duration": ("lambda_duration_p99_ms", "Lambda p99", " ms", ".0f"),
+    "enforcement-falling-behind": ("backlog_pct", "backlog", "%", ".1f"),
+}
+
+
+def _series_value(
+    source: MetricSource, series: specs.Series, start: datetime, until: datetime
+) -> float | None:
+    """A metric's statistic over the window, or an expression's value from its metrics' (None
+    when none of them has data)."""
+    if isinstance(series, specs.Expr):
+        values = {k: source.window(m, start, until) for k, m in series.using.items()}
+        if all(v is None for v in values.values()):
+            return None
+        return float(series.local({k: v or 0.0 for k, v in values.items()}))
+    return source.window(series, start, until)
+
+
 def _enforcement_kpis(
-    source: MetricSource, sh: StageHealth, ok: float, start: datetime, until: datetime
+    source: MetricSource, sh: StageHealth, start: datetime, until: datetime
 ) -> StageHealth:
-    """Apply the error-rate, end-to-end latency and OffsetLag KPIs to the enforcement stage."""
-    failed = _sum(source, FAILED, start, until)
-    details: dict[str, float] = {"records_failed": failed}
+    """Evaluate the enforcement alarms over the window: DEGRADED past a critical level, WARNING
+    past a warning level (a stage already STALLED or UNKNOWN keeps that status)."""
+    details: dict[str, float] = {"records_failed": _sum(source, FAILED, start, until)}
     crit: list[str] = []
     warn: list[str] = []
-    if ok + failed > 0:
-        rate = 100.0 * failed / (ok + failed)
-        details["error_rate_pct"] = round(rate, 3)
-        if rate > specs.ERROR_RATE_CRITICAL_PCT:
-            crit.append(f"error rate {rate:.2f}% > {specs.ERROR_RATE_CRITICAL_PCT:g}%")
-        elif rate > specs.ERROR_RATE_WARNING_PCT:
-            warn.append(f"error rate {rate:.2f}% > {specs.ERROR_RATE_WARNING_PCT:g}%")
-    p99 = source.window(specs.E2E_P99, start, until)
-    if p99 is not None:
-        details["e2e_latency_p99_ms"] = p99
-        if p99 > specs.E2E_LATENCY_CRITICAL_MS:
-            crit.append(f"e2e p99 {p99:.0f} ms > {specs.E2E_LATENCY_CRITICAL_MS:.0f} ms")
-        elif p99 > specs.E2E_LATENCY_WARNING_MS:
-            warn.append(f"e2e p99 {p99:.0f} ms > {specs.E2E_LATENCY_WARNING_MS:.0f} ms")
-    lag = source.window(specs.OFFSET_LAG, start, until)
-    if lag is not None:
-        details["offset_lag_max"] = lag
-        if lag > specs.OFFSET_LAG_CRITICAL:
-            crit.append(f"OffsetLag {lag:g} > {specs.OFFSET_LAG_CRITICAL:g}")
-        elif lag > specs.OFFSET_LAG_WARNING:
-            warn.append(f"OffsetLag {lag:g} > {specs.OFFSET_LAG_WARNING:g}")
-    duration = source.window(specs.LAMBDA_DURATION_P99, start, until)
-    if duration is not None:
-        details["lambda_duration_p99_ms"] = duration
-        if duration > specs.LAMBDA_DURATION_P99_CRITICAL_MS:
-            crit.append(
-                f"Lambda p99 {duration:.0f} ms > {specs.LAMBDA_DURATION_P99_CRITICAL_MS:.0f} ms"
-            )
-    backlog = _backlog_pct(source, start, until)
-    if backlog is not None:
-        details["backlog_pct"] = round(backlog, 3)
-        if backlog > specs.BACKLOG_CRITICAL_PCT:
-            crit.append(f"backlog {backlog:.1f}% > {specs.BACKLOG_CRITICAL_PCT:g}%")
-        elif backlog > specs.BACKLOG_WARNING_PCT:
-            warn.append(f"backlog {backlog:.1f}% > {specs.BACKLOG_WARNING_PCT:g}%")
+    for alarm_id, (key, label, unit, fmt) in ENFORCEMENT_KPIS.items():
+        alarm = specs.ALARMS_BY_ID[alarm_id]
+        value = _series_value(source, alarm.series, start, until)
+        if value is None:
+            continue
+        details[key] = round(value, 3)
+        for level, threshold, into in (
+            ("critical", alarm.critical, crit),
+            ("warning", alarm.warning, warn),
+        ):
+            if threshold is not None and value > threshold:
+                into.append(f"{label} {value:{fmt}}{unit} > {threshold:g}{unit} ({level})")
+                break
     if sh.status in ("STALLED", UNKNOWN):
         return dataclasses.replace(sh, details=details)
     if crit:
@@ -317,16 +319,6 @@ def _enforcement_kpis(
     if warn:
         return dataclasses.replace(sh, status="WARNING", rule="; ".join(warn), details=details)
     return dataclasses.replace(sh, details=details)
-
-
-def _backlog_pct(source: MetricSource, start: datetime, until: datetime) -> float | None:
-    """`specs.ENFORCEMENT_BACKLOG` over the report's window (None without Spark results)."""
-    values = {
-        k: source.window(m, start, until) or 0.0 for k, m in specs.ENFORCEMENT_BACKLOG.using.items()
-    }
-    if values["margin"] + values["stress"] <= 0:
-        return None
-    return specs.ENFORCEMENT_BACKLOG.local(values)
 
 
 def local_report(
@@ -352,7 +344,7 @@ def run_health(metrics_dir: str | None, aws: bool = False, as_json: bool = False
     if aws:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from margin_risk.adapters.cloudwatch_metrics import CloudWatchSource
+        from margin_risk.tools.cloudwatch_source import CloudWatchSource
 
         try:
             report = build_report(CloudWatchSource(), datetime.now(UTC))

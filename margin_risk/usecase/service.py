@@ -23,35 +23,42 @@ use in-memory fakes.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from pydantic import ValidationError
-
-from margin_risk import audit, names, untrusted
+from margin_risk import audit, names
 from margin_risk.enforcement import DEFAULT_POLICY, AccountState, Outcome, apply_event
-from margin_risk.models import (
-    AuditEvent,
-    EnforcementInput,
-    describe_error,
-    iso,
-    parse_enforcement_input,
-    reason_code,
-)
+from margin_risk.models import AuditEvent, iso
 from margin_risk.outbox import Outbox
 from margin_risk.params import PolicyParams
+from margin_risk.usecase.decode import decode
+from margin_risk.usecase.ports import (
+    AuditSink,
+    DecisionPublisher,
+    MetricsSink,
+    Notifier,
+    NullTracing,
+    RejectedSink,
+    StateRepository,
+    Tracing,
+)
+from margin_risk.usecase.records import (
+    BatchResult,
+    CommitInfo,
+    InboundRecord,
+    Rejection,
+    Topics,
+    ValidRecord,
+)
+from margin_risk.usecase.routing import NOTIFY_TYPES, route
 
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 5
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class _Committed:
@@ -61,259 +68,6 @@ class _Committed:
 _COMMITTED = _Committed()
 # One commit attempt: stored, the other writer's state (a conflict), or the error it raised.
 _Attempt = _Committed | AccountState | Exception
-NOTIFY_TYPES = frozenset({names.EVENT_MARGIN_CALL_ISSUED, names.EVENT_LIQUIDATION_TRIGGERED})
-
-
-# --- Records -----------------------------------------------------------------------------------
-@dataclass(frozen=True, order=True)
-class Coordinate:
-    """Where a record sits in Kafka; also how a batch item failure is reported."""
-
-    topic: str
-    partition: int
-    offset: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
-
-
-@dataclass(frozen=True)
-class InboundRecord:
-    """One Kafka record as the event source delivered it, value already base64-decoded.
-
-    ``envelope_error`` is set when the record could not even be decoded (bad base64), so the
-    record is rejected instead of failing the whole event.
-    """
-
-    coordinate: Coordinate
-    value: bytes | None
-    kafka_timestamp: datetime | None = None
-    headers: Mapping[str, bytes] = field(default_factory=dict)
-    envelope_error: str | None = None
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A record that failed validation: written to the rejected sink, never retried."""
-
-    coordinate: Coordinate
-    reason_code: str
-    reason: str
-    raw: str
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "topic": self.coordinate.topic,
-                "partition": self.coordinate.partition,
-                "offset": self.coordinate.offset,
-                "reason_code": self.reason_code,
-                "reason": self.reason,
-                "raw": self.raw,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class ValidRecord:
-    coordinate: Coordinate
-    event: EnforcementInput
-    origin_ts: datetime
-
-
-def _parse_ts(value: object) -> datetime | None:
-    """``origin_ts`` (latency telemetry only): strict like every timestamp, None when unusable."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    try:
-        return untrusted.parse_timestamp(value)
-    except ValueError:
-        return None
-
-
-def decode(record: InboundRecord) -> ValidRecord | Rejection:
-    """Validate one record into a margin/stress model, or say exactly why not.
-
-    Every way a record can be wrong ends here as a `Rejection` (see `margin_risk.untrusted`), so
-    one hostile record can never fail the batch that carries valid ones.
-    """
-    c = record.coordinate
-    raw_text = "" if record.value is None else record.value.decode("utf-8", "replace")
-    if record.envelope_error is not None or record.value is None:
-        why = record.envelope_error or "record has no value"
-        return Rejection(c, "malformed_record", why, raw_text)
-    try:
-        raw = untrusted.load_object(record.value, untrusted.MAX_RECORD_BYTES)
-        event = parse_enforcement_input(raw)
-    except untrusted.Rejected as e:
-        return Rejection(c, e.code, e.reason, raw_text)
-    except ValidationError as e:
-        return Rejection(c, reason_code(e), describe_error(e), raw_text)
-    origin = (
-        _parse_ts(raw.get("origin_ts"))
-        or _parse_ts(record.headers.get(names.HEADER_ORIGIN_TS))
-        or event.timestamp
-    )
-    return ValidRecord(c, event, origin)
-
-
-# --- Ports -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CommitInfo:
-    """What the head item records about the batch that wrote it (copied into history later), and
-    the audit outbox it stores with the state: this commit's decisions, or, when it decided
-    nothing, the outbox of the head it replaces (carried until a deciding commit replaces it)."""
-
-    batch_id: str
-    decision_ids: tuple[str, ...]
-    committed_at: datetime
-    outbox: Outbox | None = None
-
-
-class StateRepository(Protocol):
-    """Account state: a head item per account, history items below it.
-
-    History is written from *committed* heads only: before a batch commits version v+1 it archives
-    the head it loaded (version v) as ``H#v``. A failed history write therefore fails the batch
-    before its commit, and no history item can describe a version that was never committed.
-    """
-
-    # How many commits may be in flight at once: a network-bound store gains from parallel
-    # writes (one per account, on distinct keys); an in-memory one only pays for the threads.
-    max_concurrent_commits: int
-
-    def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
-        """Current state of each known account (unknown accounts are simply absent)."""
-        ...
-
-    def outbox(self, account_id: str) -> Outbox | None:
-        """The audit outbox of the head last loaded (or returned by a conflict) for the account."""
-        ...
-
-    def commit(
-        self, state: AccountState, expected_version: int, info: CommitInfo
-    ) -> AccountState | None:
-        """Store ``state`` if the stored version is ``expected_version`` (0: no item yet).
-
-        Returns None on success, or the stored state when another writer got there first.
-        """
-        ...
-
-    def archive(self, account_ids: Sequence[str]) -> None:
-        """Copy the heads last loaded (or returned by a conflict) for these accounts to history."""
-        ...
-
-
-class AuditSink(Protocol):
-    """The write-once trail: objects are created, never overwritten or deleted."""
-
-    # Creates in flight at once (each is one request on its own key).
-    max_concurrent_puts: int
-
-    def create(self, key: str, body: bytes) -> bool:
-        """Create the object unless the key exists (then leave it): True if this call created it.
-
-        Callers only ever create a key with the one body its outbox fixes, so an existing object
-        already holds exactly these bytes.
-        """
-        ...
-
-
-class RejectedSink(Protocol):
-    def put_rejected(self, batch_id: str, rejections: Sequence[Rejection]) -> None: ...
-
-
-@dataclass(frozen=True)
-class Publication:
-    """One decision on one Kafka topic (key = account, headers carry the correlation id)."""
-
-    topic: str
-    decision: AuditEvent
-
-    @property
-    def key(self) -> bytes:
-        return self.decision.account_id.encode()
-
-    @property
-    def value(self) -> bytes:
-        return self.decision.to_json().encode()
-
-    @property
-    def headers(self) -> dict[str, bytes]:
-        return {names.HEADER_CORRELATION_ID: self.decision.correlation_id.encode()}
-
-
-class DecisionPublisher(Protocol):
-    def publish(self, publications: Sequence[Publication]) -> None:
-        """Deliver every publication or raise (at-least-once; consumers dedupe on event_id)."""
-        ...
-
-
-class Notifier(Protocol):
-    def notify(self, decisions: Sequence[AuditEvent]) -> None: ...
-
-
-class MetricsSink(Protocol):
-    def add(
-        self,
-        name: str,
-        unit: str,
-        value: float,
-        dimensions: Mapping[str, str] | None = None,
-    ) -> None: ...
-
-
-class Tracing(Protocol):
-    def span(self, name: str) -> AbstractContextManager[Any]: ...
-
-    def in_thread(self, fn: Callable[[T], R]) -> Callable[[T], R]:
-        """``fn`` wrapped to run in a worker thread under the caller's current span."""
-        ...
-
-
-class NullTracing:
-    """Tracing that records nothing (tests, benchmarks, the CLI)."""
-
-    @contextmanager
-    def _noop(self) -> Iterator[None]:
-        yield
-
-    def span(self, name: str) -> AbstractContextManager[Any]:
-        return self._noop()
-
-    def in_thread(self, fn: Callable[[T], R]) -> Callable[[T], R]:
-        return fn
-
-
-class NullPublisher:
-    """Kafka publishing switched off (no bootstrap configured): the audit trail keeps everything."""
-
-    def publish(self, publications: Sequence[Publication]) -> None:
-        return None
-
-
-@dataclass(frozen=True)
-class Topics:
-    decisions: str = names.TOPIC_MARGIN_CALLS
-    restrictions: str = names.TOPIC_RESTRICTIONS
-    liquidations: str = names.TOPIC_LIQUIDATIONS
-
-
-# --- Results -----------------------------------------------------------------------------------
-@dataclass
-class BatchResult:
-    """What one batch did; ``failed`` are the coordinates to report as batch item failures."""
-
-    batch_id: str
-    records: int
-    decisions: list[AuditEvent]
-    rejected: list[Rejection]
-    failed: list[Coordinate]
-    outcomes: dict[Outcome, int]
-    accounts_committed: int
-    conflicts: int
-    audit_keys: list[str]
 
 
 @dataclass
@@ -326,20 +80,6 @@ class _AccountRun:
     restrictions: list[AuditEvent]
     outcomes: list[Outcome]
     changed: bool
-
-
-def route(
-    decisions: Sequence[AuditEvent], restricted_met: set[str], topics: Topics
-) -> list[Publication]:
-    """Spec section 4: every decision to margin.calls.v1, plus restrictions and liquidations."""
-    out: list[Publication] = []
-    for d in decisions:
-        out.append(Publication(topics.decisions, d))
-        if d.event_type == names.EVENT_ACCOUNT_RESTRICTED or d.event_id in restricted_met:
-            out.append(Publication(topics.restrictions, d))
-        if d.event_type == names.EVENT_LIQUIDATION_TRIGGERED:
-            out.append(Publication(topics.liquidations, d))
-    return out
 
 
 def _utcnow() -> datetime:
@@ -416,71 +156,83 @@ class EnforcementService:
             base.account_id, records, base, state, decisions, restricted_met, outcomes, changed
         )
 
-    # -- the batch -----------------------------------------------------------------------------
+    # -- the batch: decode -> decide -> flush -> commit -> emit -> report -----------------------
     def process(self, records: Sequence[InboundRecord]) -> BatchResult:
-        coords = [r.coordinate for r in records]
-        batch = audit.batch_id([c.key for c in coords])
+        batch = audit.batch_id([r.coordinate.key for r in records])
         self.metrics.add(names.METRIC_BATCH_SIZE, "Count", len(records))
+        valid, rejected = self._decode(records, batch)
+        result = BatchResult.start(batch, len(records), rejected)
+        if not valid:
+            return self._report(result)
+        runs = self._decide(valid)
+        if runs is None:
+            return self._fail_all(result, valid, [])
+        created: list[str] = []
+        if not self._flush_before_commit(runs, created):
+            return self._fail_all(result, valid, created)
+        committed, failed_accounts, late = self._commit_all(runs, result, batch, created)
+        failed_accounts += self._emit(committed, created, late)
+        result.decisions = [d for run in committed for d in run.decisions]
+        result.audit_keys = sorted(created)
+        result.accounts_committed = sum(1 for r in committed if r.changed)
+        for r in committed:
+            for o in r.outcomes:
+                result.outcomes[o] += 1
+        failed_set = set(failed_accounts)
+        result.failed = sorted(v.coordinate for v in valid if v.event.account_id in failed_set)
+        self._report_decisions(result, {v.event.event_id: v.origin_ts for v in valid})
+        return self._report(result)
 
+    def _decode(
+        self, records: Sequence[InboundRecord], batch: str
+    ) -> tuple[list[ValidRecord], list[Rejection]]:
+        """Valid records, and the rejected ones written to the rejected sink and counted (a sink
+        error raises: the whole batch is retried, and the sink's key makes it an overwrite)."""
         valid: list[ValidRecord] = []
         rejected: list[Rejection] = []
         for rec in records:
             decoded = decode(rec)
-            if isinstance(decoded, Rejection):
-                rejected.append(decoded)
-                log.warning(
-                    "record rejected",
-                    extra={
-                        "coordinate": decoded.coordinate.key,
-                        "reason_code": decoded.reason_code,
-                        "reason": decoded.reason,
-                    },
-                )
-            else:
+            if isinstance(decoded, ValidRecord):
                 valid.append(decoded)
+                continue
+            rejected.append(decoded)
+            log.warning(
+                "record rejected",
+                extra={
+                    "coordinate": decoded.coordinate.key,
+                    "reason_code": decoded.reason_code,
+                    "reason": decoded.reason,
+                },
+            )
         if rejected:
-            # Raises on an AWS error: the whole batch is retried, the key makes it an overwrite.
             with self.tracing.span("rejected sink"):
                 self.rejected_sink.put_rejected(batch, rejected)
             for rj in rejected:
                 self.metrics.add(
                     names.METRIC_RECORDS_REJECTED, "Count", 1, {names.DIM_REASON: rj.reason_code}
                 )
+        return valid, rejected
 
-        result = BatchResult(
-            batch_id=batch,
-            records=len(records),
-            decisions=[],
-            rejected=rejected,
-            failed=[],
-            outcomes=dict.fromkeys(Outcome, 0),
-            accounts_committed=0,
-            conflicts=0,
-            audit_keys=[],
-        )
-        if not valid:
-            self._emit_counts(result)
-            return result
-
+    def _decide(self, valid: Sequence[ValidRecord]) -> dict[str, _AccountRun] | None:
+        """Each account's records applied to its stored state (None: the state load failed)."""
         by_account = _group(valid)
         try:
             with self.tracing.span("load state"):
                 loaded = self.repo.load_many(list(by_account))
         except Exception:
             log.exception("state load failed: the whole batch is retried")
-            result.failed = [v.coordinate for v in valid]
-            self._emit_counts(result)
-            return result
-
-        runs = {
+            return None
+        return {
             a: self._run_account(loaded.get(a) or AccountState.new(a), recs)
             for a, recs in by_account.items()
         }
-        origin = {v.event.event_id: v.origin_ts for v in valid}
-        created: list[str] = []
-        # Outboxes to write before anything is committed over them: one whose records this batch
-        # reads again (its invocation failed after its commit: write and publish it again), and
-        # one that a deciding commit is about to replace on the head.
+
+    def _flush_before_commit(self, runs: dict[str, _AccountRun], created: list[str]) -> bool:
+        """Outboxes that must not wait, then history; False when the batch must be retried.
+
+        An outbox whose records this batch reads again (its invocation failed after its commit)
+        is written and published again; one a deciding commit is about to replace on the head
+        is written first, so no committed decision can drop out of the trail."""
         flush: dict[str, tuple[Outbox, bool]] = {}
         for a, run in runs.items():
             box = self.repo.outbox(a)
@@ -510,11 +262,14 @@ class EnforcementService:
                     self.repo.archive(to_archive)
         except Exception:
             log.exception("outbox, publish or history failed before commit: batch retried")
-            result.failed = [v.coordinate for v in valid]
-            result.audit_keys = sorted(created)
-            self._emit_counts(result)
-            return result
+            return False
+        return True
 
+    def _commit_all(
+        self, runs: dict[str, _AccountRun], result: BatchResult, batch: str, created: list[str]
+    ) -> tuple[list[_AccountRun], list[str], list[Outbox]]:
+        """The conditional writes: committed runs, failed accounts, and outboxes of conflict
+        winners written on the way (to be published)."""
         with self.tracing.span("commit states"):
             firsts = self._first_commits([r for r in runs.values() if r.changed], batch)
         committed: list[_AccountRun] = []
@@ -525,10 +280,15 @@ class EnforcementService:
             if final is None:
                 failed_accounts.append(a)
             else:
-                runs[a] = final
                 committed.append(final)
+        return committed, failed_accounts, late
 
-        # The audit write of what was committed, one object per account and hour; then publish.
+    def _emit(
+        self, committed: Sequence[_AccountRun], created: list[str], late: Sequence[Outbox]
+    ) -> list[str]:
+        """The audit write of what was committed (one object per account and hour), then the
+        publish; returns the accounts whose records must be redelivered to finish either."""
+        failed: list[str] = []
         own = {r.account_id: self._own_outbox(r) for r in committed if r.changed and r.decisions}
         with self.tracing.span("audit put"):
             written = self._write_outboxes(list(own.values()))
@@ -540,29 +300,31 @@ class EnforcementService:
                     exc_info=made,
                     extra={"account_id": a},
                 )
-                failed_accounts.append(a)
+                failed.append(a)
             else:
                 created.extend(made)
                 audited.append(own[a])
         try:
-            self._publish_outboxes(audited + late)
+            self._publish_outboxes([*audited, *late])
         except Exception:
             log.exception("publish failed after commit: the records' redelivery publishes again")
-            failed_accounts.extend(b.account_id for b in audited + late)
+            failed.extend(b.account_id for b in [*audited, *late])
+        return failed
 
-        final_decisions = [d for run in committed for d in run.decisions]
-        result.decisions = final_decisions
+    def _fail_all(
+        self, result: BatchResult, valid: Sequence[ValidRecord], created: list[str]
+    ) -> BatchResult:
+        result.failed = [v.coordinate for v in valid]
         result.audit_keys = sorted(created)
-        result.accounts_committed = sum(1 for r in committed if r.changed)
-        for r in committed:
-            for o in r.outcomes:
-                result.outcomes[o] += 1
-        failed_set = set(failed_accounts)
-        result.failed = sorted(v.coordinate for v in valid if v.event.account_id in failed_set)
+        return self._report(result)
+
+    def _report_decisions(self, result: BatchResult, origin: dict[str, datetime]) -> None:
+        """One log line per committed decision under its own correlation id (so the Logs Insights
+        trace query finds a margin call in the Lambda's logs, not only in Athena), its metric,
+        and its end-to-end latency from the input that triggered it."""
         now = self.clock()
-        for d in final_decisions:
-            # One line per committed decision under its own correlation id, so the Logs
-            # Insights trace query finds a margin call in the Lambda's logs, not only in Athena.
+        for d in result.decisions:
+            deficiency = float(d.details.deficiency or 0)  # a log field and a metric, not money
             log.info(
                 "decision",
                 extra={
@@ -570,21 +332,16 @@ class EnforcementService:
                     "event_id": d.event_id,
                     "event_type": d.event_type,
                     "account_id": d.account_id,
-                    "deficiency": float(d.details.deficiency or 0),  # a log field, not money
+                    "deficiency": deficiency,
                     "batch_id": result.batch_id,
                 },
             )
             self.metrics.add(names.DECISION_METRIC[d.event_type], "Count", 1)
             if d.event_type == names.EVENT_MARGIN_CALL_ISSUED:  # the risk dashboard's $ at risk
-                self.metrics.add(
-                    names.METRIC_TOTAL_DEFICIENCY, "None", float(d.details.deficiency or 0)
-                )
-            trigger = d.event_id.rsplit(":", 1)[0]
-            start = origin.get(trigger, d.timestamp)
+                self.metrics.add(names.METRIC_TOTAL_DEFICIENCY, "None", deficiency)
+            start = origin.get(d.event_id.rsplit(":", 1)[0], d.timestamp)
             latency_ms = max(0.0, (now - start).total_seconds() * 1000.0)
             self.metrics.add(names.METRIC_E2E_LATENCY, "Milliseconds", latency_ms)
-        self._emit_counts(result)
-        return result
 
     def _own_outbox(self, run: _AccountRun) -> Outbox:
         """The outbox of this run's commit: its decisions, keyed by the version it commits."""
@@ -712,7 +469,7 @@ class EnforcementService:
                 return None
         return run
 
-    def _emit_counts(self, r: BatchResult) -> None:
+    def _report(self, r: BatchResult) -> BatchResult:
         m = self.metrics
         m.add(names.METRIC_RECORDS_PROCESSED, "Count", sum(r.outcomes.values()))
         m.add(names.METRIC_STALE_EVENTS, "Count", r.outcomes[Outcome.STALE])
@@ -733,6 +490,7 @@ class EnforcementService:
                 "at": iso(self.clock()),
             },
         )
+        return r
 
 
 def _coordinates(records: Sequence[ValidRecord]) -> list[tuple[str, int, int]]:

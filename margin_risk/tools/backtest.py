@@ -1,7 +1,7 @@
 """Backtest: the archived results of a period through the same enforcement code with another
 policy, and a per-account diff against the decisions actually taken (the audit trail).
 
-Streams: results come an hour partition at a time (`margin_risk.history`) and only each
+Streams: results come an hour partition at a time (`margin_risk.tools.history`) and only each
 account's enforcement state and decision counters stay in memory. The audit trail of the period
 is held as one small tuple per decision (type and time; decisions are far fewer than results).
 The desk's actions of the period (in the trail as EXTENDED / WAIVED / REJECTED decisions) are

@@ -1,1 +1,0 @@
-"""margin_risk/local package."""

@@ -1,0 +1,1 @@
+"""margin_risk/tools/local package."""

@@ -1,0 +1,1 @@
+"""The enforcement use case: one MSK batch in, committed decisions out, behind ports."""
