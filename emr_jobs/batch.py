@@ -4,7 +4,7 @@
 ``foreachBatch``) and for the local driver (records read from the local broker with
 confluent-kafka, shaped like the Kafka source's rows).
 
-A batch costs what changed, in at most three Spark jobs:
+A batch costs what changed, in at most four Spark jobs:
 
 1. parse and validate every record (one pass) and bring the rows to the driver, which places the
    dedupe horizon, drops duplicates and works out the batch's changes: position and cash deltas,
@@ -12,9 +12,14 @@ A batch costs what changed, in at most three Spark jobs:
    or cash (all proportional to the batch);
 2. only when the batch has fill or cash ids: look them up among the ids applied before the base
    snapshot (a filtered scan of the cached ids);
-3. one scan of the cached book for the accounts with fills or cash and every holder of a changed
-   symbol, merged with the changes since the base, through the margin and stress kernel into the
-   output records (plus the rejected records), handed to the sink.
+3. the sink's job, with the broadcast of the symbol prices it joins (a job of its own): one scan
+   of the cached book for the accounts with fills or cash and every holder of a changed symbol,
+   merged with the changes since the base, exchanged once by account, through the margin and
+   stress kernel into the output records (plus the rejected records).
+
+The batch's own small frames (its symbols, changes and rejected records) are built in the JVM
+from one JSON text each (``emr_jobs.frames``), and the column expressions of the plans are built
+once per session: a batch's driver work is a few hundred Py4J calls, not thousands.
 
 Then the driver writes the batch's change log and its commit marker (proportional to the batch,
 not to the book); every so often a compaction writes a new base (see ``emr_jobs.state``).
