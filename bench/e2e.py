@@ -324,7 +324,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         broker = start_broker(partitions=s.partitions, log_dir=None)
         stack.callback(broker.stop)
         n = uuid.uuid4().hex[:8]
-        cfg = EnforcementConfig(
+        cfg = EnforcementConfig.local(
             state_table_name=f"e2e-state-{n}",
             idempotency_table_name=f"e2e-idem-{n}",
             audit_bucket=f"e2e-audit-{n}",

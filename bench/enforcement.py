@@ -26,6 +26,7 @@ from bench.timing import median, percentile
 from bench.workload import Workload
 from lambdas.enforcement.local_invoke import FakeLambdaContext, build_msk_event, invoke
 from margin_risk.config import EnforcementConfig
+from margin_risk.tools.local.moto_server import patched_env
 from margin_risk.usecase.service import EnforcementService
 
 ACCOUNTS = 200
@@ -139,10 +140,14 @@ def _batches_stats(
 def run_fakes(s: EnforcementSettings) -> dict[str, dict[str, Any]]:
     from lambdas.enforcement.runtime import get_runtime, reset_runtime
 
-    env = {"AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    env = {
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        # the runtime's ports are replaced by fakes below; the names only have to be complete
+        **EnforcementConfig.local().to_environment(),
+    }
     keep: list[Any] = []
     out = {}
-    with _env(env):
+    with patched_env(env):
         for size in s.sizes:
             calls: Counter[str] = Counter()
             reset_runtime()
@@ -186,16 +191,16 @@ def run_moto(s: EnforcementSettings, rtt_ms: float = 0.0) -> dict[str, dict[str,
     keep: list[Any] = []
     out = {}
     try:
-        with _env(client_env(server.endpoint)):
+        with patched_env(client_env(server.endpoint)):
             for size in s.sizes:
                 n = uuid.uuid4().hex[:8]
-                cfg = EnforcementConfig(
+                cfg = EnforcementConfig.local(
                     state_table_name=f"bench-state-{n}",
                     idempotency_table_name=f"bench-idem-{n}",
                     audit_bucket=f"bench-audit-{n}",
                 )
                 cfg = provision(server.endpoint, cfg).config
-                with _env(cfg.to_environment()):
+                with patched_env(cfg.to_environment()):
                     reset_runtime()
                     rt = get_runtime()
                     keep.append(rt)
@@ -227,14 +232,6 @@ def _sleep_hook(seconds: float) -> Callable[..., None]:
         time.sleep(seconds)
 
     return hook
-
-
-@contextlib.contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    from margin_risk.tools.local.moto_server import patched_env
-
-    with patched_env(values):
-        yield
 
 
 def ddb_calls(calls: dict[str, float]) -> float:

@@ -1,14 +1,12 @@
-"""In-memory implementations of the enforcement service's ports and of Powertools' idempotency
-persistence layer, so the benchmark measures the handler's own cost (parsing, validation, the state
-machine, audit serialisation, Powertools batch and idempotency plumbing) without any I/O.
-
-Each fake counts its calls, which gives the call pattern per batch without an endpoint.
+"""The enforcement service's ports in memory (the project's in-memory adapters) and Powertools'
+idempotency persistence layer in a dict, so the benchmark measures the handler's own cost (parsing,
+validation, the state machine, audit serialisation, Powertools batch and idempotency plumbing)
+without any I/O. Every fake counts its calls into one counter: the call pattern per batch.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -18,91 +16,12 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
-from margin_risk.enforcement import AccountState
-from margin_risk.models import AuditEvent
-from margin_risk.outbox import Outbox
-from margin_risk.usecase.records import CommitInfo, Publication, Rejection
-
-
-class MemoryStateRepository:
-    """`StateRepository`: head states by account, version-guarded like the conditional put;
-    `archive` copies the heads last seen to history, as the DynamoDB adapter does."""
-
-    max_concurrent_commits = 1  # nothing to overlap: measures the handler's own cost
-
-    def __init__(self, calls: Counter[str]) -> None:
-        self.heads: dict[str, tuple[AccountState, CommitInfo | None]] = {}
-        self.history: list[tuple[AccountState, CommitInfo | None]] = []
-        self.calls = calls
-
-    def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
-        self.calls["state.load_many"] += 1
-        return {a: self.heads[a][0] for a in account_ids if a in self.heads}
-
-    def outbox(self, account_id: str) -> Outbox | None:
-        head = self.heads.get(account_id)
-        return None if head is None or head[1] is None else head[1].outbox
-
-    def commit(
-        self, state: AccountState, expected_version: int, info: CommitInfo
-    ) -> AccountState | None:
-        self.calls["state.commit"] += 1
-        current = self.heads.get(state.account_id)
-        if (current[0].version if current else 0) != expected_version:
-            return current[0] if current else None
-        self.heads[state.account_id] = (state, info)
-        return None
-
-    def archive(self, account_ids: Sequence[str]) -> None:
-        self.calls["state.archive"] += 1
-        self.history.extend(self.heads[a] for a in account_ids if a in self.heads)
-
-
-class MemoryAuditSink:
-    def __init__(self, calls: Counter[str]) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.calls = calls
-
-    max_concurrent_puts = 1
-
-    def create(self, key: str, body: bytes) -> bool:
-        self.calls["audit.create"] += 1
-        if key in self.objects:
-            return False
-        self.objects[key] = body
-        return True
-
-
-class MemoryRejectedSink:
-    def __init__(self, calls: Counter[str]) -> None:
-        self.rejected: list[Rejection] = []
-        self.calls = calls
-
-    def put_rejected(self, batch_id: str, rejections: Sequence[Rejection]) -> None:
-        self.calls["rejected.put"] += 1
-        self.rejected.extend(rejections)
-
-
-class MemoryPublisher:
-    def __init__(self, calls: Counter[str]) -> None:
-        self.published = 0
-        self.calls = calls
-
-    def publish(self, publications: Sequence[Publication]) -> None:
-        self.calls["kafka.publish"] += 1
-        for pub in publications:  # serialise as the real publisher would
-            _ = pub.key, pub.value, pub.headers
-        self.published += len(publications)
-
-
-class MemoryNotifier:
-    def __init__(self, calls: Counter[str]) -> None:
-        self.sent: list[AuditEvent] = []
-        self.calls = calls
-
-    def notify(self, decisions: Sequence[AuditEvent]) -> None:
-        self.calls["sns.notify"] += 1
-        self.sent.extend(decisions)
+from margin_risk.adapters.memory import (
+    MemoryNotifier,
+    MemoryObjectStore,
+    MemoryPublisher,
+    MemoryStateRepository,
+)
 
 
 class MemoryPersistenceLayer(BasePersistenceLayer):
@@ -137,11 +56,13 @@ class MemoryPersistenceLayer(BasePersistenceLayer):
 
 
 def fake_ports(calls: Counter[str]) -> dict[str, Any]:
-    """Keyword arguments of `EnforcementService` for everything but metrics and tracing."""
+    """Keyword arguments of `EnforcementService` for everything but metrics and tracing: the
+    in-memory adapters (`margin_risk.adapters.memory`), counting into one counter."""
+    store = MemoryObjectStore(calls=calls)
     return {
-        "repo": MemoryStateRepository(calls),
-        "audit_sink": MemoryAuditSink(calls),
-        "rejected_sink": MemoryRejectedSink(calls),
-        "publisher": MemoryPublisher(calls),
-        "notifier": MemoryNotifier(calls),
+        "repo": MemoryStateRepository(calls=calls),
+        "audit_sink": store,
+        "rejected_sink": store,
+        "publisher": MemoryPublisher(calls=calls),
+        "notifier": MemoryNotifier(calls=calls),
     }

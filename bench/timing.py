@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dashboards.local_metrics import percentile as nearest_rank
+
 
 def timed_runs(fn: Callable[[], Any], runs: int, warmup: int = 1) -> list[float]:
     """Wall seconds of ``runs`` calls of ``fn`` after ``warmup`` untimed calls."""
@@ -37,12 +39,9 @@ def median(xs: Sequence[float]) -> float:
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``xs``; NaN when empty."""
-    if not xs:
-        return math.nan
-    s = sorted(xs)
-    rank = max(1, math.ceil(q / 100.0 * len(s)))
-    return float(s[min(rank, len(s)) - 1])
+    """`dashboards.local_metrics.percentile` (nearest rank), NaN when empty (for JSON reports)."""
+    p = nearest_rank(xs, q)
+    return math.nan if p is None else p
 
 
 def summary(xs: Sequence[float]) -> dict[str, float]:

@@ -127,6 +127,17 @@ def matches(m: Metric, dp: Datapoint) -> bool:
     return want == have
 
 
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100), as CloudWatch's pNN: the smallest value with at
+    least q% of the values at or below it; None when there are none. The one definition the
+    dashboards, the demo and the benchmarks share."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
 def statistic(values: Sequence[float], stat: str) -> float | None:
     """CloudWatch statistics over raw values: Sum, Average, Minimum, Maximum, SampleCount, pNN."""
     if not values:
@@ -143,10 +154,7 @@ def statistic(values: Sequence[float], stat: str) -> float | None:
     if s == "samplecount":
         return float(len(values))
     if s.startswith("p"):
-        q = float(s[1:])
-        ordered = sorted(values)
-        rank = max(1, math.ceil(q / 100.0 * len(ordered)))  # nearest rank
-        return float(ordered[rank - 1])
+        return percentile(values, float(s[1:]))
     raise ValueError(f"unsupported statistic {stat!r}")
 
 

@@ -33,17 +33,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from emr_jobs import calc, parse
 from emr_jobs.book import BatchChanges, SymbolFacts
 from emr_jobs.frames import literal_array, local_frame, struct_type
+from emr_jobs.history import HistoryWriter, archive_columns
 from emr_jobs.metrics import JobLog, MetricsWriter, batch_metrics
-from emr_jobs.state import BETA_TYPE, CASH_TYPE, PRICE_TYPE, QUANTITY_TYPE, StateStore
-from margin_risk import names
+from emr_jobs.state import CASH_TYPE, QUANTITY_TYPE, SYMBOL_FIELDS, StateStore
+from margin_risk import archive, names
 from margin_risk.params import MarginParams
 
 # outputs DataFrame columns: topic, key (string), value (JSON string), headers (Kafka sink shape)
@@ -66,6 +69,8 @@ class JobContext:
     # The default is the input topics' retention: Kafka cannot redeliver anything older.
     dedupe_horizon_hours: int = DEDUPE_HORIZON_HOURS
     log: Optional[JobLog] = None
+    # Where the emitted results are archived (margin_risk.archive's layout); None: not archived.
+    history: Optional[HistoryWriter] = None
 
 
 @dataclass
@@ -292,11 +297,25 @@ def _apply_batch(
     for r in fills:
         note(r["symbol"], "fill", r, r["price"])
         sym_records.setdefault(r["symbol"], []).append(r)
+    for r in valid[names.TOPIC_HOUSE_REQUIREMENTS]:
+        f = facts.setdefault(r["symbol"], SymbolFacts())
+        entry = (int(r["event_us"]), int(r["partition"]), int(r["offset"]), dec(r["long_rate"]),
+                 dec(r["short_rate"]), bool(r["non_marginable"]), int(r["kafka_us"]))  # fmt: skip
+        f.house = f.merged(SymbolFacts(house=(entry,))).house
+        # An entry dated ahead of its arrival is a scheduled change: it re-margins nobody now
+        # (a result stamped in the future would make every later input look stale).
+        if entry[0] <= entry[6]:
+            sym_records.setdefault(r["symbol"], []).append(r)
     sym_trig: Dict[str, _Trigger] = {}
     for s, f in facts.items():
         old = book.symbols.get(s)
         new = (old or SymbolFacts()).merged(f)
-        if old is None or old.effective() != new.effective():
+        moved = (
+            old is None
+            or old.effective() != new.effective()
+            or old.in_force_now() != new.in_force_now()
+        )
+        if moved and s in sym_records:
             sym_trig[s] = _newest(sym_records[s])
             new.changed_ts = max(sym_trig[s].event_us, new.changed_ts or sym_trig[s].event_us)
         ch.symbols[s] = new
@@ -313,9 +332,15 @@ def _apply_batch(
     # --- job 3: margin and stress of the affected accounts, out to the sink ---------------------
     release: List[DataFrame] = []
     try:
-        outputs, observation = _outputs(spark, ctx, ch, own, sym_trig, rejected, batch_key, release)
+        outputs, observation, results = _outputs(
+            spark, ctx, ch, own, sym_trig, rejected, batch_key, release
+        )
         ctx.sink(outputs, batch_id)
         counts = _observed(observation, outputs)
+        # The margin history: the results the sink just emitted (cached by its job), before the
+        # commit, so a batch that fails after emitting is archived again by its replay.
+        if ctx.history is not None and results is not None:
+            ctx.history.write(_history_frames(results), batch_id, batch_key)
     finally:
         for df in release:
             df.unpersist(blocking=True)
@@ -385,17 +410,19 @@ def _outputs(
     rejected: List[Tuple[Any, str]],
     batch_key: str,
     release: List[DataFrame],
-) -> Tuple[DataFrame, Optional[Observation]]:
+) -> Tuple[DataFrame, Optional[Observation], Optional[DataFrame]]:
     """The batch's output records (results of every affected account, then the rejected
-    records) and the observation that counts them while the sink writes them."""
+    records), the observation that counts them while the sink writes them, and (when the
+    job archives its results) the per-account results, cached by the sink's job."""
     st = ctx.state
     d = st.driver
     rejected_df = local_frame(
         spark, _OUTPUT_FIELDS, [_rejected_record(r, reason) for r, reason in rejected]
     )
     if not own and not sym_trig:  # nothing to recalculate
-        return rejected_df, None
-    plan = _plan(ctx.params, _shuffle_partitions(spark))
+        return rejected_df, None, None
+    house = _house_mode({**d.symbols, **ch.symbols})
+    plan = _plan(ctx.params, _shuffle_partitions(spark), house)
     # The book after this batch, as the changes since the base plus this batch's.
     after = type(d)(positions=dict(d.positions), cash=dict(d.cash), own_ts=dict(d.own_ts))
     for k, q in ch.positions.items():
@@ -426,7 +453,7 @@ def _outputs(
         price, beta = f.effective()
         trig = sym_trig.get(s)
         sym_rows.append(
-            (s, price, beta, f.changed_ts, trig is not None, rank.get(s),
+            (s, price, beta, f.changed_ts, *f.house_columns(), trig is not None, rank.get(s),
              trig.account_id if trig else None)
         )  # fmt: skip
     assert st.symbol_table is not None
@@ -470,7 +497,10 @@ def _outputs(
     # per-account aggregation then need no further exchange.
     rows = scan.unionByName(changes).repartition(plan.partitions, "account_id")
     netted = rows.groupBy("account_id", "symbol").agg(*plan.netting)
-    priced = netted.join(symbols, "symbol", "left").select("*", *plan.kernel_rows)
+    joined = netted.join(symbols, "symbol", "left")
+    if plan.house_rates:  # the house rates in force for each row (see _house_columns)
+        joined = joined.select("*", *plan.house_rates)
+    priced = joined.select("*", *plan.kernel_rows)
     per_account = priced.groupBy("account_id").agg(*plan.per_account).where(plan.affected)
     margin = calc.kernel_finish(per_account, ctx.params, priced.where(plan.held_now))
     looked_up = margin.select(
@@ -485,8 +515,11 @@ def _outputs(
     )
     observation = Observation(f"margin-batch-{time.monotonic_ns()}")
     out = out.observe(observation, *plan.observed)
+    if ctx.history is not None:
+        out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        release.append(out)
     results = out.select(plan.results).select("r.*")
-    return results.unionByName(rejected_df), observation
+    return results.unionByName(rejected_df), observation, out
 
 
 @dataclass
@@ -496,6 +529,7 @@ class _Plan:
 
     partitions: int
     table_as_symbols: List[Column]
+    house_rates: List[Column]
     book_explode: List[Column]
     book_rows: List[Column]
     netting: List[Column]
@@ -509,21 +543,58 @@ class _Plan:
     results: Column
 
 
-_PLANS: Dict[Tuple[MarginParams, int], _Plan] = {}
+_PLANS: Dict[Tuple[MarginParams, int, int], _Plan] = {}
 
 
 def _shuffle_partitions(spark: SparkSession) -> int:
     return int(spark.conf.get("spark.sql.shuffle.partitions") or 2)
 
 
-def _plan(p: MarginParams, partitions: int) -> _Plan:
-    key = (p, partitions)
+def _plan(p: MarginParams, partitions: int, house: int) -> _Plan:
+    key = (p, partitions, house)
     if key not in _PLANS:
-        _PLANS[key] = _build_plan(p, partitions)
+        _PLANS[key] = _build_plan(p, partitions, house)
     return _PLANS[key]
 
 
-def _build_plan(p: MarginParams, partitions: int) -> _Plan:
+# How a batch applies house entries: none anywhere (the kernel's plain rule); every holder's
+# entry is the one in force at its symbol's change time; some entry is dated after that.
+HOUSE_NONE, HOUSE_AT_CHANGE, HOUSE_AHEAD = 0, 1, 2
+
+
+def _house_mode(symbols: Dict[str, SymbolFacts]) -> int:
+    """The ``HOUSE_*`` mode of a batch whose symbols' facts are ``symbols``."""
+    mode = HOUSE_NONE
+    for f in symbols.values():
+        if f.house:
+            if f.house_ahead():
+                return HOUSE_AHEAD
+            mode = HOUSE_AT_CHANGE
+    return mode
+
+
+def _house_columns(house: int, calc_ts: Column) -> List[Column]:
+    """The position rows' house rates in force at their account's calculation time
+    (``calc_ts``, an aggregate over the account's rows), as ``calc.HOUSE_COLUMNS``.
+
+    Every holder of a symbol is calculated at or after the symbol's ``changed_ts``, so the entry
+    in force then (the table's ``h_*`` columns) is every holder's, unless an entry is dated after
+    it (a scheduled change: the table then carries ``h_entries``). Only then is the account's
+    time needed before its aggregation, as a window over its rows (which are in one partition
+    already: no exchange)."""
+    if house == HOUSE_NONE:
+        return []
+    pairs = [("h_long", "long_rate"), ("h_short", "short_rate"), ("h_nm", "non_marginable")]
+    rates = [F.col(c) for c, _ in pairs]
+    if house == HOUSE_AHEAD:
+        at = calc_ts.over(Window.partitionBy("account_id"))
+        entry = calc.house_in_force(F.col("h_entries"), at)
+        ahead = F.col("h_entries").isNotNull()
+        rates = [F.when(ahead, entry[k]).otherwise(F.col(c)) for c, k in pairs]
+    return [rates[i].alias(n) for i, n in enumerate(calc.HOUSE_COLUMNS)]
+
+
+def _build_plan(p: MarginParams, partitions: int, house: int) -> _Plan:
     first_row = F.col("i").isNull() | (F.col("i") == 0)  # carries the account's cash and time
     book_rows = [
         F.col("account_id"),
@@ -544,11 +615,13 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
     held_now = (
         F.col("symbol").isNotNull() & F.col("quantity").isNotNull() & (F.col("quantity") != 0)
     )
+    # The account's calculation time (its result's timestamp, as aggregated below).
+    calc_ts = F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts"))))
     held_changed = held_now & F.col("changed")
     # Every aggregation buffer is a number, so both aggregations are hash aggregations.
     per_account = [
         F.sum("cash").cast(CASH_TYPE).alias("cash"),
-        F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts")))).alias("ts_us"),
+        calc_ts.alias("ts_us"),
         F.max(F.when(held_changed, F.col("t_rank"))).alias("t_rank"),
         F.sum(
             F.when(
@@ -576,6 +649,7 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
         "worst_scenario",
         "worst_deficiency",
         "_positions",
+        F.greatest("ts_us", "own.event_us").alias("calc_us"),
         iso(F.timestamp_micros(F.greatest("ts_us", "own.event_us"))).alias("timestamp"),
         iso(F.timestamp_micros(F.col("newest.kafka_us"))).alias("origin_ts"),
         F.coalesce(
@@ -589,10 +663,7 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
         ).alias("correlation_id"),
         (F.coalesce("own.count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
     ]
-
-    def event_id(topic: str) -> Column:
-        key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.col("batch_key"))
-        return F.substring(F.sha2(key, 256), 1, 32)
+    event_id = _event_id
 
     tail = ["correlation_id", "origin_ts", "input_count"]
     margin_json = F.to_json(
@@ -649,8 +720,9 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
             F.col("last_ts"),
         ],
         book_rows=book_rows,
+        house_rates=_house_columns(house, calc_ts),
         netting=netting,
-        kernel_rows=calc.kernel_row_columns(p),
+        kernel_rows=calc.kernel_row_columns(p, house != HOUSE_NONE),
         per_account=per_account,
         affected=F.col("own_idx").isNotNull() | F.col("holds_changed"),
         held_now=held_now,
@@ -666,6 +738,41 @@ def _build_plan(p: MarginParams, partitions: int) -> _Plan:
     )
 
 
+def _event_id(topic: str) -> Column:
+    """A result's id: the same for the same account, topic and batch records (a replay; the
+    rows carry their batch's key)."""
+    key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.col("batch_key"))
+    return F.substring(F.sha2(key, 256), 1, 32)
+
+
+def _history_frames(results: DataFrame) -> Dict[str, DataFrame]:
+    """Each archive kind's rows of the per-account results, as the sink's records carry them."""
+    return {kind: results.select(*cols) for kind, cols in _history_columns().items()}
+
+
+@lru_cache(maxsize=1)
+def _history_columns() -> Dict[str, List[Column]]:
+    """Each archive kind's columns of the per-account results (built once, like the plan)."""
+    common = {"account_id": F.col("account_id"), "correlation_id": F.col("correlation_id")}
+    margin = {
+        **common,
+        "event_id": _event_id(names.TOPIC_MARGIN_CALC),
+        **{c: F.col("m")[c] for c in calc.MARGIN_COLUMNS},
+    }
+    stress = {
+        **common,
+        "event_id": _event_id(names.TOPIC_STRESS),
+        "scenarios": calc.public_scenarios(F.col("scenarios_full")),
+        "worst_scenario": F.col("worst_scenario"),
+        "worst_deficiency": F.col("worst_deficiency"),
+    }
+    ts = F.col("calc_us")
+    return {
+        archive.KIND_MARGIN: archive_columns(archive.KIND_MARGIN, margin, ts),
+        archive.KIND_STRESS: archive_columns(archive.KIND_STRESS, stress, ts),
+    }
+
+
 def _sql_strings(values: List[str]) -> str:
     """SQL string literals (quotes and backslashes escaped), comma-separated."""
     return ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
@@ -677,11 +784,9 @@ def _symbol_table_refresh() -> int:
     return SYMBOL_TABLE_REFRESH
 
 
+# The symbol table's fields, and for a batch's own symbols whether the batch changed them.
 _SYMBOL_FIELDS = (
-    ("symbol", "string"),
-    ("price", PRICE_TYPE),
-    ("beta", BETA_TYPE),
-    ("changed_ts", "long"),
+    *SYMBOL_FIELDS,
     ("changed", "boolean"),
     ("t_rank", "int"),  # a changed symbol's rank among the batch's triggers
     ("t_account", "string"),  # the account of a fill that changed it (not counted twice)

@@ -9,8 +9,9 @@ bounded by compaction, plus the per-symbol facts (one entry per symbol, small at
 - ``own_ts``: account -> newest event time (epoch microseconds) of the account's own inputs and
   of the price changes of the symbols its fills touched, since the base;
 - ``symbols``: symbol -> its latest facts (tick, tick beta, fill price, betas.v1 override, each
-  the latest record by (event time, partition, offset)) and ``changed_ts``, the event time of
-  the newest input that changed its effective price or beta;
+  the latest record by (event time, partition, offset)), its house.requirements.v1 entries, and
+  ``changed_ts``, the event time of the newest input that changed its effective price, beta or
+  house entry;
 - ``seen``: applied fill/cash ids since the base, by event hour (the base's ids are in Spark).
 
 Every change a batch makes is a ``BatchChanges``; it is written to the batch's change log and
@@ -27,6 +28,21 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 Fact = Tuple[int, int, int, Decimal]
 FACT_KINDS = ("tick", "tick_beta", "fill", "override")
 ONE = Decimal(1)
+# A house entry: (as_of us, partition, offset, long_rate, short_rate, non_marginable, Kafka us).
+HouseFact = Tuple[int, int, int, Decimal, Decimal, bool, int]
+# The rates of an entry: (long_rate, short_rate, non_marginable).
+Rates = Tuple[Decimal, Decimal, bool]
+
+
+def _house_merged(a: Tuple[HouseFact, ...], b: Tuple[HouseFact, ...]) -> Tuple[HouseFact, ...]:
+    """Both lists, one entry per as_of (of two with the same as_of the later read wins, as a
+    correction: margin_risk.house), oldest as_of first."""
+    by_as_of: Dict[int, HouseFact] = {}
+    for e in (*a, *b):
+        cur = by_as_of.get(e[0])
+        if cur is None or e[1:3] > cur[1:3]:
+            by_as_of[e[0]] = e
+    return tuple(by_as_of[t] for t in sorted(by_as_of))
 
 
 @dataclass
@@ -36,6 +52,9 @@ class SymbolFacts:
     fill: Optional[Fact] = None
     override: Optional[Fact] = None
     changed_ts: Optional[int] = None
+    # Every house entry (one per as_of, oldest first): a calculation uses the one in force at
+    # its own event time, so entries are kept rather than only the latest.
+    house: Tuple[HouseFact, ...] = ()
 
     def effective(self) -> Tuple[Optional[Decimal], Decimal]:
         """(price, beta) in force: the latest tick prices the symbol, else the latest fill; a
@@ -63,7 +82,46 @@ class SymbolFacts:
             later(self.fill, other.fill),
             later(self.override, other.override),
             max(ts) if ts else None,
+            _house_merged(self.house, other.house),
         )
+
+    def house_at(self, at: Optional[int]) -> Optional[Rates]:
+        """The rates of the entry with the latest as_of not after ``at`` (None: no entry)."""
+        rates = None
+        for e in self.house:
+            if at is None or e[0] > at:
+                break
+            rates = (e[3], e[4], e[5])
+        return rates
+
+    def clock(self) -> Optional[int]:
+        """The symbol's own event time: its newest tick or fill, or house entry that was not
+        dated ahead of its arrival. An entry dated ahead (a scheduled change) takes effect for
+        each calculation at or after its as_of, and re-margins the symbol's holders with the
+        first tick or fill at or after it."""
+        times = [f[0] for f in (self.tick, self.fill) if f is not None]
+        times += [e[0] for e in self.house if e[0] <= e[6]]
+        return max(times) if times else None
+
+    def in_force_now(self) -> Optional[Rates]:
+        """The entry in force at the symbol's clock: when it changes, the holders re-margin."""
+        return self.house_at(self.clock())
+
+    def house_columns(self) -> Tuple[Optional[Decimal], Optional[Decimal], Optional[bool], Any]:
+        """The symbol table's house columns: the rates in force at ``changed_ts`` (every holder's
+        calculation is at or after it), and, only when an entry is dated after ``changed_ts``
+        (so holders' calculations may differ), every entry as ``(as_of, long, short, nm)``."""
+        rates = self.house_at(self.changed_ts)
+        ahead = bool(self.house) and (
+            self.changed_ts is None or self.house[-1][0] > self.changed_ts
+        )
+        entries = [(e[0], e[3], e[4], e[5]) for e in self.house] if ahead else None
+        if rates is None:
+            return None, None, None, entries
+        return rates[0], rates[1], rates[2], entries
+
+    def house_ahead(self) -> bool:
+        return self.house_columns()[3] is not None
 
     def to_json(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {
@@ -73,6 +131,10 @@ class SymbolFacts:
         }
         if self.changed_ts is not None:
             out["changed_ts"] = self.changed_ts
+        if self.house:
+            out["house"] = [
+                [e[0], e[1], e[2], str(e[3]), str(e[4]), e[5], e[6]] for e in self.house
+            ]
         return out
 
     @classmethod
@@ -82,7 +144,11 @@ class SymbolFacts:
             for k, v in raw.items()
             if k in FACT_KINDS
         }
-        return cls(**facts, changed_ts=raw.get("changed_ts"))
+        house = tuple(
+            (int(a), int(p), int(o), Decimal(lr), Decimal(sr), bool(nm), int(k))
+            for a, p, o, lr, sr, nm, k in raw.get("house", [])
+        )
+        return cls(**facts, changed_ts=raw.get("changed_ts"), house=house)
 
 
 @dataclass

@@ -36,6 +36,21 @@ BETA_TYPE = "decimal(6,4)"
 CASH_TYPE = "decimal(38,8)"  # cash.v1 amounts (4 places) and fills' quantity x price (8)
 MONEY_TYPE = f"decimal({RESULT_PRECISION},{RESULT_SCALE})"
 MOVE_TYPE = "decimal(6,4)"  # a SPY move of the grid
+RATE_TYPE = "decimal(6,4)"  # a house rate (margin_risk.params.RATE_PLACES, below MAX_ABS_RATE)
+# The house requirement in force for a position's symbol (spec section 7), as optional columns of
+# the position rows: null (no entry) is rates 0 and marginable, which changes nothing.
+HOUSE_LONG, HOUSE_SHORT, HOUSE_NON_MARGINABLE = (
+    "house_long_rate",
+    "house_short_rate",
+    "house_non_marginable",
+)
+HOUSE_COLUMNS = (HOUSE_LONG, HOUSE_SHORT, HOUSE_NON_MARGINABLE)
+# A symbol's house entries, oldest as_of first (as_of in epoch microseconds).
+HOUSE_ENTRY_TYPE = (
+    f"struct<as_of:bigint,long_rate:{RATE_TYPE},short_rate:{RATE_TYPE},non_marginable:boolean>"
+)
+HOUSE_ENTRIES_TYPE = f"array<{HOUSE_ENTRY_TYPE}>"
+HouseRateColumns = Tuple[Column, Column, Column]
 
 
 def _lit(x: Decimal) -> Column:
@@ -47,8 +62,15 @@ def _money(c: Column) -> Column:
     return c.cast(MONEY_TYPE)
 
 
-def position_requirement(qty: Column, price: Column, p: MarginParams) -> Column:
-    """USD requirement of one position before add-ons (mirrors rules.position_requirement)."""
+def position_requirement(
+    qty: Column, price: Column, p: MarginParams, house: Optional[HouseRateColumns] = None
+) -> Column:
+    """USD requirement of one position before add-ons (mirrors rules.position_requirement).
+
+    ``house``: the symbol's rates in force (long rate, short rate, non-marginable; never null),
+    which only raise the result: long ``effective rate x mv`` with the effective rate 100% for a
+    non-marginable symbol (``params.HouseRates.effective_long_rate``), short the greater of the
+    section 1 rule and ``short rate x |mv|``."""
     mv = F.abs(qty * price)
     shares = -qty
     short_high = F.greatest(
@@ -58,11 +80,42 @@ def position_requirement(qty: Column, price: Column, p: MarginParams) -> Column:
         _money(_lit(p.low_price_short_per_share) * shares),
         _money(_lit(p.low_price_short_rate) * mv),
     )
+    long_req = _money(_lit(p.long_rate) * mv)
+    if house is not None:
+        h_long, h_short, h_nm = house
+        rate = F.when(h_nm, F.greatest(_lit(Decimal(1)), _lit(p.long_rate), h_long)).otherwise(
+            F.greatest(_lit(p.long_rate), h_long)
+        )
+        long_req = _money(rate * mv)
+        h_short_req = _money(h_short * mv)
+        short_high = F.greatest(short_high, h_short_req)
+        short_low = F.greatest(short_low, h_short_req)
     return (
-        F.when(qty > 0, _money(_lit(p.long_rate) * mv))
+        F.when(qty > 0, long_req)
         .when((qty < 0) & (price >= _lit(p.low_price_threshold)), short_high)
         .when(qty < 0, short_low)
         .otherwise(_money(F.lit(0)))
+    )
+
+
+def house_in_force(entries: Column, at: Column) -> Column:
+    """The entry of ``entries`` (a symbol's, oldest ``as_of`` first) with the latest ``as_of``
+    not after ``at`` (epoch microseconds): a struct, null when none is in force yet."""
+    return F.element_at(F.filter(entries, lambda e: e["as_of"] <= at), -1)
+
+
+def has_house(columns: Sequence[str]) -> bool:
+    """Whether position rows with these columns carry the ``HOUSE_COLUMNS``."""
+    return set(HOUSE_COLUMNS) <= set(columns)
+
+
+def _house_rates() -> HouseRateColumns:
+    """The position rows' house rates (missing entry: 0, 0, marginable)."""
+    zero = _lit(Decimal(0)).cast(RATE_TYPE)
+    return (
+        F.coalesce(F.col(HOUSE_LONG).cast(RATE_TYPE), zero),
+        F.coalesce(F.col(HOUSE_SHORT).cast(RATE_TYPE), zero),
+        F.coalesce(F.col(HOUSE_NON_MARGINABLE), F.lit(False)),
     )
 
 
@@ -83,11 +136,14 @@ def _shocked(price: Column, beta: Column, move: Decimal, mark: bool) -> Column:
 
 # Column expressions are immutable and unresolved (columns by name), so one built expression
 # serves every DataFrame: building the kernel's ~1,000-node expression tree costs a Py4J round
-# trip per node, which a micro-batch would otherwise pay again each time.
+# trip per node, which a micro-batch would otherwise pay again each time. The key is hashable:
+# ``house`` says whether the rows carry the house columns (their names are fixed).
 @lru_cache(maxsize=16)
-def _term_columns(p: MarginParams, stress: bool) -> List[Column]:
+def _term_columns(p: MarginParams, stress: bool, house: bool = False) -> List[Column]:
     """Per evaluation e, from a position row (quantity, price, beta): mv_e (signed market value)
-    and req_e (requirement before add-ons), all decimal(38, RESULT_SCALE)."""
+    and req_e (requirement before add-ons, with the house rates of the ``HOUSE_COLUMNS`` at every
+    shocked price when ``house``), all decimal(38, RESULT_SCALE)."""
+    rates = _house_rates() if house else None
     q = F.col("quantity").cast(QUANTITY_TYPE)
     price = F.col("price").cast(PRICE_TYPE)
     beta = F.coalesce(F.col("beta").cast(BETA_TYPE), _lit(Decimal(1)))
@@ -95,14 +151,14 @@ def _term_columns(p: MarginParams, stress: bool) -> List[Column]:
     for suffix, move in _grid(p, stress):
         px = _shocked(price, beta, move, suffix == "m")
         cols.append(_money(q * px).alias(f"mv_{suffix}"))
-        cols.append(position_requirement(q, px, p).alias(f"req_{suffix}"))
+        cols.append(position_requirement(q, px, p, rates).alias(f"req_{suffix}"))
     return cols
 
 
 def _position_terms(positions: DataFrame, p: MarginParams, stress: bool) -> DataFrame:
     """account_id plus each evaluation's mv_e and req_e (see ``_term_columns``)."""
     return positions.where(F.col("quantity") != 0).select(
-        F.col("account_id"), *_term_columns(p, stress)
+        F.col("account_id"), *_term_columns(p, stress, has_house(positions.columns))
     )
 
 
@@ -180,8 +236,8 @@ def account_margin(
     order: scenario, stressed_equity, stressed_maintenance_req, stressed_deficiency,
     stressed_excess), ``worst_scenario`` and ``worst_deficiency``.
 
-    positions: account_id, symbol, quantity (signed, netted by symbol), price, beta;
-    cash: account_id, cash.
+    positions: account_id, symbol, quantity (signed, netted by symbol), price, beta and
+    optionally the ``HOUSE_COLUMNS`` in force for the calculation; cash: account_id, cash.
     """
     grid = _grid(p, stress)
     suffixes = [s for s, _ in grid]
@@ -281,13 +337,15 @@ def public_scenarios(grid: Column) -> Column:
 
 
 def kernel_rows(rows: DataFrame, p: MarginParams) -> DataFrame:
-    """``rows`` (with quantity, price, beta) plus every evaluation's position terms."""
-    return rows.select("*", *kernel_row_columns(p))
+    """``rows`` (with quantity, price, beta and optionally the ``HOUSE_COLUMNS``) plus every
+    evaluation's position terms."""
+    return rows.select("*", *kernel_row_columns(p, has_house(rows.columns)))
 
 
-def kernel_row_columns(p: MarginParams) -> List[Column]:
-    """The columns ``kernel_rows`` adds (built once per parameters)."""
-    return _term_columns(p, True)
+def kernel_row_columns(p: MarginParams, house: bool = False) -> List[Column]:
+    """The columns ``kernel_rows`` adds, with the house rates when the rows carry the
+    ``HOUSE_COLUMNS`` (built once per parameters)."""
+    return _term_columns(p, True, house)
 
 
 def kernel_aggregates(held: Column, p: MarginParams) -> List[Column]:

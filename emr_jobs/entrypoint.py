@@ -1,7 +1,8 @@
 """spark-submit entry point of the margin job on EMR Serverless (``mode: STREAMING``).
 
-Reads fills/prices/cash/betas from MSK, runs ``process_batch`` per micro-batch through
-``foreachBatch`` and writes margin.calc.v1, stress.beta_spy.v1 and rejected.v1 back to MSK.
+Reads fills/prices/cash/betas and the house requirements from MSK, runs ``process_batch`` per
+micro-batch through ``foreachBatch``, writes margin.calc.v1, stress.beta_spy.v1 and rejected.v1
+back to MSK and, with ``--history-dir``, archives the results (the margin history).
 Spark's checkpoint (offsets) and the job's own state store live under ``--checkpoint-dir``;
 EMR Serverless restarts a failed streaming run from that checkpoint.
 """
@@ -15,6 +16,7 @@ from typing import List, Optional
 from pyspark.sql import DataFrame, SparkSession
 
 from emr_jobs.batch import DEDUPE_HORIZON_HOURS, JobContext, Sink, process_batch
+from emr_jobs.history import HistoryWriter
 from emr_jobs.kafka_io import kafka_sink_options, kafka_source_options
 from emr_jobs.metrics import JobLog, MetricsWriter
 from emr_jobs.session import SESSION_CONF
@@ -36,6 +38,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=int,
         default=DEDUPE_HORIZON_HOURS,
         help="how long applied fill/cash ids are remembered (event time); older ones are rejected",
+    )
+    ap.add_argument(
+        "--history-dir",
+        default=None,
+        help="s3://bucket/prefix of the margin history (margin_risk.archive); none: not archived",
     )
     ap.add_argument("--no-iam", action="store_true", help="plaintext Kafka (tests only)")
     return ap.parse_args(argv)
@@ -68,6 +75,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         metrics=MetricsWriter(None),  # EMF to the driver's stdout -> CloudWatch Logs
         dedupe_horizon_hours=args.dedupe_horizon_hours,
         log=JobLog(None),  # structured lines to the driver's stdout -> CloudWatch Logs
+        history=(
+            HistoryWriter(spark, args.history_dir, f"{root}/state/history-staging")
+            if args.history_dir
+            else None
+        ),
     )
     source = (
         spark.readStream.format("kafka")

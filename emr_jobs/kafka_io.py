@@ -29,7 +29,7 @@ MSK_IAM_OPTIONS: Dict[str, str] = {
     ),
 }
 
-SOURCE_TOPICS = (names.TOPIC_FILLS, names.TOPIC_PRICES, names.TOPIC_CASH, names.TOPIC_BETAS)
+SOURCE_TOPICS = names.MARGIN_JOB_TOPICS
 
 
 def kafka_source_options(

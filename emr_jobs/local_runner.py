@@ -22,13 +22,13 @@ from pyspark.sql import DataFrame, SparkSession
 
 from emr_jobs.batch import DEDUPE_HORIZON_HOURS, BatchStats, JobContext, process_batch
 from emr_jobs.frames import kafka_frame
+from emr_jobs.history import HistoryWriter
+from emr_jobs.kafka_io import SOURCE_TOPICS
 from emr_jobs.metrics import JobLog, MetricsWriter
 from emr_jobs.session import build_local_session
 from emr_jobs.state import COMPACT_EVERY, StateStore
-from margin_risk import names
 from margin_risk.params import MarginParams
 
-SOURCE_TOPICS = (names.TOPIC_FILLS, names.TOPIC_PRICES, names.TOPIC_CASH, names.TOPIC_BETAS)
 Offsets = Dict[str, int]  # "topic:partition" -> next offset to read
 
 
@@ -53,6 +53,7 @@ class LocalMarginJob:
         shuffle_partitions: int = 2,
         dedupe_horizon_hours: int = DEDUPE_HORIZON_HOURS,
         compact_every: int = COMPACT_EVERY,
+        history_dir: Optional[str] = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.params = params or MarginParams()
@@ -65,6 +66,11 @@ class LocalMarginJob:
         self.state = StateStore(self.spark, state_dir, compact_every=compact_every)
         self.metrics = MetricsWriter(metrics_dir) if metrics_dir else None
         self.log = JobLog(metrics_dir) if metrics_dir else None
+        self.history = (
+            HistoryWriter(self.spark, history_dir, f"{state_dir}/history-staging")
+            if history_dir
+            else None
+        )
         self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
         self._consumer = Consumer(
             {
@@ -245,7 +251,13 @@ class LocalMarginJob:
             self.last_read = _read_info(self.last_read_stamps, time.monotonic() - t_read)
             self.state.write_plan(batch_id, {"start": start, "end": end})
         ctx = JobContext(
-            self.params, self.state, self._sink, self.metrics, self.dedupe_horizon_hours, self.log
+            self.params,
+            self.state,
+            self._sink,
+            self.metrics,
+            self.dedupe_horizon_hours,
+            self.log,
+            self.history,
         )
         self._last_commit = None  # until this batch is known committed
         stats = process_batch(self.spark, self._to_df(msgs), batch_id, ctx, {"offsets": end})

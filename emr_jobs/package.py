@@ -1,7 +1,7 @@
 """Build the EMR Serverless artifacts offline: the entry point and the ``spark.submit.pyFiles`` zip.
 
 The zip holds what the job imports: the ``emr_jobs`` modules that run on EMR and
-``margin_risk/params.py`` + ``margin_risk/names.py`` under a minimal ``margin_risk/__init__.py``
+``margin_risk/{params,names,archive}.py`` under a minimal ``margin_risk/__init__.py``
 (the real package pulls in pydantic, which the EMR image does not have). Nothing is downloaded.
 Not shipped itself.
 """
@@ -20,14 +20,15 @@ SHIPPED_JOB_MODULES = (
     "book.py",
     "calc.py",
     "frames.py",
+    "history.py",
     "kafka_io.py",
     "metrics.py",
     "parse.py",
     "session.py",
     "state.py",
 )
-SHIPPED_CORE_MODULES = ("params.py", "names.py")
-CORE_INIT = '"""margin_risk subset shipped to EMR Serverless: names and params only."""\n'
+SHIPPED_CORE_MODULES = ("params.py", "names.py", "archive.py")
+CORE_INIT = '"""margin_risk subset shipped to EMR Serverless: names, params and archive."""\n'
 # A fixed timestamp keeps the zip byte-identical across builds (reproducible artifacts).
 _ZIP_DATE = (2026, 1, 1, 0, 0, 0)
 

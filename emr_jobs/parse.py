@@ -43,7 +43,7 @@ KAFKA_BATCH_SCHEMA = T.StructType(
     ]
 )
 
-S, D = T.StringType(), T.DoubleType()
+S, D, B = T.StringType(), T.DoubleType(), T.BooleanType()
 # Numbers are read twice: as doubles, only to check their JSON type (a string is not a number),
 # and as their exact text (``spark.sql.json.enableExactStringParsing``), which becomes the
 # field's exact decimal. Types and bounds per field (margin_risk.params).
@@ -51,7 +51,15 @@ _QTY = ("decimal(16,4)", params.QUANTITY_PLACES, params.MAX_ABS_QUANTITY)
 _PRICE = ("decimal(19,4)", params.PRICE_PLACES, params.MAX_ABS_AMOUNT)
 _BETA = ("decimal(6,4)", params.BETA_PLACES, params.MAX_ABS_BETA)
 _AMOUNT = ("decimal(19,4)", params.AMOUNT_PLACES, params.MAX_ABS_AMOUNT)
-EXACT = {"quantity": _QTY, "price": _PRICE, "beta": _BETA, "amount": _AMOUNT}
+_RATE = ("decimal(6,4)", params.RATE_PLACES, params.MAX_ABS_RATE)
+EXACT = {
+    "quantity": _QTY,
+    "price": _PRICE,
+    "beta": _BETA,
+    "amount": _AMOUNT,
+    "long_rate": _RATE,
+    "short_rate": _RATE,
+}
 # A JSON number: sign, integer digits, optional fraction (group 1), optional exponent (group 2).
 _NUMBER = r"^-?\d+(?:\.(\d+))?(?:[eE]([+-]?\d+))?$"
 # topic -> [(field, type, required)]
@@ -80,12 +88,22 @@ TOPIC_FIELDS: Dict[str, List[Tuple[str, T.DataType, bool]]] = {
         ("correlation_id", S, True),
     ],
     names.TOPIC_BETAS: [("symbol", S, True), ("beta", D, True), ("as_of", S, True)],
+    # A JSON true/false only (a string or a number is wrong_type), like margin_risk.house.
+    names.TOPIC_HOUSE_REQUIREMENTS: [
+        ("symbol", S, True),
+        ("long_rate", D, True),
+        ("short_rate", D, True),
+        ("non_marginable", B, True),
+        ("as_of", S, True),
+        ("updated_by", S, True),
+    ],
 }
 TS_FIELD = {
     names.TOPIC_FILLS: "timestamp",
     names.TOPIC_PRICES: "timestamp",
     names.TOPIC_CASH: "timestamp",
     names.TOPIC_BETAS: "as_of",
+    names.TOPIC_HOUSE_REQUIREMENTS: "as_of",
 }
 META = ("topic", "partition", "offset", "kafka_ts", "key_str")
 
@@ -144,6 +162,10 @@ def _reason(topic: str, j: Column, raw: Column, jt: Column) -> Column:
     rules.append((~ts.rlike(ISO_TS) | ts.cast("timestamp").isNull(), "invalid_timestamp"))
     if topic in (names.TOPIC_FILLS, names.TOPIC_PRICES):
         rules.append((j["price"] < 0, "negative_price"))
+    if topic == names.TOPIC_HOUSE_REQUIREMENTS:
+        # A long rate is a share of the position's value (0 to 100%); a short rate is >= 0.
+        rates = (j["long_rate"] < 0) | (j["long_rate"] > 1) | (j["short_rate"] < 0)
+        rules.append((rates, "out_of_range"))
     if topic == names.TOPIC_FILLS:
         rules.append((j["quantity"] <= 0, "non_positive_quantity"))
         rules.append((~j["side"].isin(*SIDES), "unknown_side"))
@@ -174,7 +196,7 @@ def _meta_columns() -> List[Column]:
 
 # The columns every topic's rows share in ``parse_batch`` (null where a topic has no such field).
 BATCH_FIELDS = ("id", "account_id", "symbol", "side", "quantity", "price", "beta", "amount",
-                "correlation_id")  # fmt: skip
+                "correlation_id", "long_rate", "short_rate", "non_marginable")  # fmt: skip
 ID_FIELD = {names.TOPIC_FILLS: "fill_id", names.TOPIC_CASH: "txn_id"}
 
 

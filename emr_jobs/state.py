@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from emr_jobs.book import BatchChanges, DriverBook, Horizon, SymbolFacts
+from emr_jobs.calc import HOUSE_ENTRIES_TYPE, RATE_TYPE
 from emr_jobs.frames import ddl, local_frame
 
 KEEP_COMMITTED = 3
@@ -68,11 +69,17 @@ DELTA_FIELDS = (
     ("cash", CASH_TYPE),
     ("last_ts", "long"),
 )
+# h_*: the house entry in force at changed_ts; h_entries: every entry, only when one is dated
+# after changed_ts (see emr_jobs.book.SymbolFacts.house_columns).
 SYMBOL_FIELDS = (
     ("symbol", "string"),
     ("price", PRICE_TYPE),
     ("beta", BETA_TYPE),
     ("changed_ts", "long"),
+    ("h_long", RATE_TYPE),
+    ("h_short", RATE_TYPE),
+    ("h_nm", "boolean"),
+    ("h_entries", HOUSE_ENTRIES_TYPE),
 )
 SEEN_SCHEMA = "kind string, id string, v long, hour long"
 SEEN_ID_FIELDS = (("kind", "string"), ("id", "string"), ("hour", "long"))
@@ -292,11 +299,12 @@ class StateStore:
                 df.unpersist(blocking=True)
 
     def refresh_symbol_table(self) -> None:
-        """Cache every symbol's effective price, beta and change time as one small table."""
+        """Cache every symbol's effective price, beta, change time and house columns as one
+        small table."""
         rows = []
         for s, f in self.driver.symbols.items():
             price, beta = f.effective()
-            rows.append((s, price, beta, f.changed_ts))
+            rows.append((s, price, beta, f.changed_ts, *f.house_columns()))
         old = self.symbol_table
         self.symbol_table = _cached(local_frame(self.spark, SYMBOL_FIELDS, rows))
         self.driver.symbols_since_table = set()

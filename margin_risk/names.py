@@ -28,6 +28,8 @@ TOPIC_LIQUIDATIONS: Final = "liquidations.v1"
 TOPIC_REJECTED: Final = "rejected.v1"
 
 INPUT_TOPICS: Final = (TOPIC_FILLS, TOPIC_PRICES, TOPIC_CASH, TOPIC_BETAS)
+# What the Spark margin job reads: the inputs and the house requirements per symbol.
+MARGIN_JOB_TOPICS: Final = (*INPUT_TOPICS, TOPIC_HOUSE_REQUIREMENTS)
 RESULT_TOPICS: Final = (TOPIC_MARGIN_CALC, TOPIC_STRESS)
 DECISION_TOPICS: Final = (TOPIC_MARGIN_CALLS, TOPIC_RESTRICTIONS, TOPIC_LIQUIDATIONS)
 # What the enforcement function reads: the Spark job's results and the risk desk's actions.

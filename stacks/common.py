@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
-from constructs import IConstruct
+from aws_cdk import aws_s3 as s3
+from constructs import Construct, IConstruct
 
 from stacks.config import EnvironmentConfig
 
@@ -30,3 +34,30 @@ def removal(config: EnvironmentConfig) -> cdk.RemovalPolicy:
 def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
     """Acknowledge one cdk-nag finding on `scope` (and its children) with the reviewer's reason."""
     cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
+
+
+def secure_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    key: kms.IKey,
+    access_logs: s3.IBucket,
+    log_prefix: str,
+    **props: Any,
+) -> s3.Bucket:
+    """A private bucket under the data key: SSE-KMS with a bucket key, TLS only, public access
+    blocked, ACLs off, server access logs to ``access_logs/log_prefix``. Every bucket of the
+    system that holds data is one of these; ``props`` add what differs (lock, lifecycle...)."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.KMS,
+        encryption_key=key,
+        bucket_key_enabled=True,
+        enforce_ssl=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        server_access_logs_bucket=access_logs,
+        server_access_logs_prefix=log_prefix,
+        **props,
+    )

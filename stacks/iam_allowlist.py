@@ -78,8 +78,8 @@ REVIEWED: tuple[ReviewedWildcard, ...] = (
     ReviewedWildcard(
         "Resource",
         r"(<[A-Za-z0-9]+\.Arn>|[A-Za-z0-9:-]+ExportsOutput[A-Za-z0-9]+)/history/\*",
-        "The Spark job adds the margin history's Parquet files under one prefix (PutObject "
-        "only: it never reads, lists or deletes them); a file per micro-batch, task and hour.",
+        "The Spark job writes the margin history's Parquet files under one prefix (PutObject, "
+        "and GetObject for the file system's existence checks; it never deletes them).",
     ),
     ReviewedWildcard(
         "Resource",

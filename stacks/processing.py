@@ -10,9 +10,6 @@ same checkpoint. The command stops the running job first, then starts the new on
 
 from __future__ import annotations
 
-import importlib
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -25,59 +22,25 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from emr_jobs.package import EmrArtifacts, build_emr_artifacts
 from margin_risk import names
-from stacks.common import log_retention, removal
+from stacks.common import log_retention, removal, secure_bucket
 from stacks.config import EnvironmentConfig
 from stacks.history import HistoryTables
-from stacks.import_closure import REPO_ROOT
 from stacks.kafka_iam import KafkaClusterRef, grant_consume, grant_produce
 
 CHECKPOINT_PREFIX = "checkpoints/"
 # Spark's Kafka source names its consumer groups `spark-kafka-source-<uuid>` unless the job sets
 # `groupIdPrefix`; the job role may join groups with either prefix, and no other group.
 SPARK_GROUP_PREFIXES = ("spark-kafka-source-*", f"{names.EMR_JOB_NAME}*")
-SPARK_INPUT_TOPICS = names.INPUT_TOPICS
+SPARK_INPUT_TOPICS = names.MARGIN_JOB_TOPICS
 SPARK_OUTPUT_TOPICS = (*names.RESULT_TOPICS, names.TOPIC_REJECTED)
 
 
-@dataclass(frozen=True)
-class StagedArtifacts:
-    entrypoint: Path
-    pyfiles_zip: Path
-
-
-def stage_emr_artifacts(out_dir: Path) -> StagedArtifacts:
-    """`emr_jobs.package.build_emr_artifacts` (the Spark side's contract), else a plain zip."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        package = importlib.import_module("emr_jobs.package")
-    except ModuleNotFoundError:
-        package = None
-    if package is not None:
-        built = package.build_emr_artifacts(out_dir)
-        return StagedArtifacts(
-            entrypoint=Path(built.entrypoint), pyfiles_zip=Path(built.pyfiles_zip)
-        )
-    # Fallback: the emr_jobs package and the margin_risk modules it imports, zipped.
-    pyfiles = out_dir / "pyfiles.zip"
-    with zipfile.ZipFile(pyfiles, "w", zipfile.ZIP_DEFLATED) as zf:
-        for rel in ("emr_jobs", "margin_risk/__init__.py", "margin_risk/names.py"):
-            src = REPO_ROOT / rel
-            files = sorted(src.rglob("*.py")) if src.is_dir() else [src]
-            for f in files:
-                if "__pycache__" not in f.parts:
-                    info = zipfile.ZipInfo(str(f.relative_to(REPO_ROOT)), (1980, 1, 1, 0, 0, 0))
-                    zf.writestr(info, f.read_bytes())
-        params = REPO_ROOT / "margin_risk" / "params.py"
-        zf.writestr(
-            zipfile.ZipInfo("margin_risk/params.py", (1980, 1, 1, 0, 0, 0)), params.read_bytes()
-        )
-    entry = out_dir / "entrypoint.py"
-    entry.write_text(
-        '"""Placeholder until emr_jobs.package lands: run the job module."""\n'
-        "import runpy\n\nrunpy.run_module('emr_jobs', run_name='__main__')\n"
-    )
-    return StagedArtifacts(entrypoint=entry, pyfiles_zip=pyfiles)
+def stage_emr_artifacts(out_dir: Path) -> EmrArtifacts:
+    """The job's entry point and ``spark.submit.pyFiles`` zip, built offline by the Spark side's
+    own packager (one list of what ships: `emr_jobs.package`)."""
+    return build_emr_artifacts(out_dir)
 
 
 def emr_release_label() -> str:
@@ -137,17 +100,12 @@ class ProcessingStack(cdk.Stack):
             enable_key_rotation=True,
             removal_policy=removal(config),
         )
-        self.checkpoints = s3.Bucket(
+        self.checkpoints = secure_bucket(
             self,
             "Checkpoints",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.key,
-            bucket_key_enabled=True,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=access_logs,
-            server_access_logs_prefix="spark-checkpoints/",
+            key=self.key,
+            access_logs=access_logs,
+            log_prefix="spark-checkpoints/",
             lifecycle_rules=[
                 # Only the checkpoint prefix expires: the margin history beside it is what
                 # backtests and the desk's queries read, kept until someone decides otherwise.
@@ -214,13 +172,22 @@ class ProcessingStack(cdk.Stack):
                 conditions={"StringLike": {"s3:prefix": [f"{CHECKPOINT_PREFIX}*"]}},
             )
         )
-        # The margin history: the job only adds files (one per micro-batch, task and hour; a
-        # retried batch writes new files, readers keep one row per event_id), never reads,
-        # lists or deletes them.
+        # The margin history: the job stages a batch's files under its checkpoint prefix and
+        # copies them in (emr_jobs.history), one file per micro-batch, kind, task and hour under
+        # a name of the batch, so a retried batch rewrites the same objects. It never deletes
+        # there; the Hadoop FileSystem's existence checks before a copy read object metadata
+        # (HEAD: GetObject) and list the prefix (a HEAD without ListBucket answers 403, not 404).
         self.job_role.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["s3:PutObject"],
+                actions=["s3:PutObject", "s3:GetObject"],
                 resources=[self.checkpoints.arn_for_objects(f"{names.HISTORY_PREFIX}*")],
+            )
+        )
+        self.job_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[self.checkpoints.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{names.HISTORY_PREFIX}*"]}},
             )
         )
         self.history = HistoryTables(

@@ -72,6 +72,12 @@ def job_run_request(
                     bootstrap_servers,
                     "--checkpoint-dir",
                     processing["CheckpointUri"],
+                    # The margin history (margin_risk.archive), beside the checkpoint.
+                    *(
+                        ["--history-dir", processing["HistoryUri"]]
+                        if "HistoryUri" in processing
+                        else []
+                    ),
                     *(["--params-json", params_json] if params_json else []),
                     *(
                         ["--dedupe-horizon-hours", str(dedupe_horizon_hours)]

@@ -16,7 +16,7 @@ from constructs import Construct
 
 from margin_risk import names
 from stacks.athena_queries import NAMED_QUERIES
-from stacks.common import acknowledge, removal
+from stacks.common import acknowledge, removal, secure_bucket
 from stacks.config import EnvironmentConfig, StorageConfig
 
 # Glue/Hive type of each audit column (spec section 5), in the seed's order.
@@ -138,21 +138,16 @@ class AuditBucket(Construct):
             if cfg.audit_lock_mode == "COMPLIANCE"
             else s3.ObjectLockRetention.governance(retention)
         )
-        self.bucket = s3.Bucket(
+        self.bucket = secure_bucket(
             self,
             "Audit",
+            key=key,
+            access_logs=self.access_logs,
+            log_prefix="audit-bucket/",
             bucket_name=names.audit_bucket_name(cdk.Aws.ACCOUNT_ID, config.name),
             versioned=True,
             object_lock_enabled=True,
             object_lock_default_retention=lock,
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="audit-bucket/",
             lifecycle_rules=audit_lifecycle(cfg),
             # Locked records outlive any stack: never deleted by CloudFormation.
             removal_policy=cdk.RemovalPolicy.RETAIN,
@@ -173,7 +168,6 @@ class AuditAnalytics(Construct):
         config: EnvironmentConfig,
     ) -> None:
         super().__init__(scope, construct_id)
-        cfg = config.storage
         account = cdk.Aws.ACCOUNT_ID
         self.database = glue.CfnDatabase(
             self,
@@ -183,6 +177,40 @@ class AuditAnalytics(Construct):
                 name=names.GLUE_DATABASE, description="margin-risk-monitor audit trail"
             ),
         )
+        self.table = self._audit_table(audit_bucket, config)
+        self.table.node.add_dependency(self.database)
+        self.results = secure_bucket(
+            self,
+            "Results",
+            key=key,
+            access_logs=access_logs,
+            log_prefix="athena-results/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-query-results",
+                    expiration=cdk.Duration.days(config.storage.athena_results_retention_days),
+                )
+            ],
+            removal_policy=removal(config),
+        )
+        self.workgroup = self._workgroup(key, config)
+        self.named_queries: dict[str, athena.CfnNamedQuery] = {
+            query.name: athena.CfnNamedQuery(
+                self,
+                f"Query-{query.name}",
+                name=query.name,
+                description=query.description[:1024],
+                database=names.GLUE_DATABASE,
+                work_group=self.workgroup.ref,
+                query_string=query.sql,
+            )
+            for query in NAMED_QUERIES.values()
+        }
+
+    def _audit_table(self, audit_bucket: s3.IBucket, config: EnvironmentConfig) -> glue.CfnTable:
+        """``audit_events`` over the trail's JSON lines, with partition projection so a new hour
+        is queryable at once (no crawler, no MSCK REPAIR)."""
+        cfg = config.storage
         location = f"s3://{audit_bucket.bucket_name}/{names.AUDIT_PREFIX}"
         template = location + "year=${year}/month=${month}/day=${day}/hour=${hour}/"
         ranges = {
@@ -200,10 +228,10 @@ class AuditAnalytics(Construct):
         for part, rng in ranges.items():
             parameters[f"projection.{part}.type"] = "integer"
             parameters[f"projection.{part}.range"] = rng
-        self.table = glue.CfnTable(
+        return glue.CfnTable(
             self,
             "AuditEvents",
-            catalog_id=account,
+            catalog_id=cdk.Aws.ACCOUNT_ID,
             database_name=names.GLUE_DATABASE,
             table_input=glue.CfnTable.TableInputProperty(
                 name=names.AUDIT_TABLE,
@@ -227,28 +255,10 @@ class AuditAnalytics(Construct):
                 ),
             ),
         )
-        self.table.node.add_dependency(self.database)
 
-        self.results = s3.Bucket(
-            self,
-            "Results",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            enforce_ssl=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=access_logs,
-            server_access_logs_prefix="athena-results/",
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="expire-query-results",
-                    expiration=cdk.Duration.days(cfg.athena_results_retention_days),
-                )
-            ],
-            removal_policy=removal(config),
-        )
-        self.workgroup = athena.CfnWorkGroup(
+    def _workgroup(self, key: kms.IKey, config: EnvironmentConfig) -> athena.CfnWorkGroup:
+        """Engine 3, enforced settings, a bytes-scanned cutoff, results under the data key."""
+        return athena.CfnWorkGroup(
             self,
             "WorkGroup",
             name=names.ATHENA_WORKGROUP,
@@ -258,7 +268,7 @@ class AuditAnalytics(Construct):
             work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
                 enforce_work_group_configuration=True,
                 publish_cloud_watch_metrics_enabled=True,
-                bytes_scanned_cutoff_per_query=cfg.athena_bytes_scanned_cutoff,
+                bytes_scanned_cutoff_per_query=config.storage.athena_bytes_scanned_cutoff,
                 engine_version=athena.CfnWorkGroup.EngineVersionProperty(
                     selected_engine_version="Athena engine version 3"
                 ),
@@ -270,18 +280,6 @@ class AuditAnalytics(Construct):
                 ),
             ),
         )
-        self.named_queries: dict[str, athena.CfnNamedQuery] = {}
-        for query in NAMED_QUERIES.values():
-            nq = athena.CfnNamedQuery(
-                self,
-                f"Query-{query.name}",
-                name=query.name,
-                description=query.description[:1024],
-                database=names.GLUE_DATABASE,
-                work_group=self.workgroup.ref,
-                query_string=query.sql,
-            )
-            self.named_queries[query.name] = nq
 
 
 class StorageStack(cdk.Stack):

@@ -9,13 +9,18 @@ sets a region and fake credentials, and provisions the tables, bucket, SNS topic
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
 
-from margin_risk.tools.local.moto_server import Provisioned, client_env, provision, start_moto
+from margin_risk.tools.local.moto_server import (
+    Provisioned,
+    client_env,
+    patched_env,
+    provision,
+    start_moto,
+)
 from tests.aws_target import check_localstack, localstack_endpoint, skip_reason
 
 
@@ -75,16 +80,9 @@ def aws_endpoint(request: pytest.FixtureRequest) -> Iterator[Provisioned]:
     else:
         server = start_moto()
         endpoint = server.endpoint
-    env = client_env(endpoint)
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield provision(endpoint)
+        with patched_env(client_env(endpoint)):
+            yield provision(endpoint)
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         if server is not None:
             server.stop()

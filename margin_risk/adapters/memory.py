@@ -1,9 +1,12 @@
 """In-memory implementations of the service ports: unit tests and benchmarks run the real
 `EnforcementService` logic on them, with no endpoint at all. Semantics match the AWS adapters
-(version-guarded commit returning the stored state on a conflict, create-only audit objects)."""
+(version-guarded commit returning the stored state on a conflict, create-only audit objects,
+history copied from the heads last loaded). Each counts its calls in ``calls`` (shareable, so a
+benchmark reads the call pattern of a batch from one counter)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +26,7 @@ class MemoryStateRepository:
     outboxes: dict[str, str] = field(default_factory=dict)
     _seen: dict[str, str] = field(default_factory=dict)
     _seen_outbox: dict[str, str] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=lambda: {"load_many": 0, "commit": 0})
+    calls: Counter[str] = field(default_factory=Counter)
     max_concurrent_commits: int = 1  # no I/O to overlap
 
     @property
@@ -31,7 +34,7 @@ class MemoryStateRepository:
         return {a: AccountState.model_validate_json(j) for a, j in self.rows.items()}
 
     def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
-        self.calls["load_many"] += 1
+        self.calls["state.load_many"] += 1
         rows = self.rows
         self._seen = {a: rows[a] for a in account_ids if a in rows}
         self._seen_outbox = {a: self.outboxes[a] for a in account_ids if a in self.outboxes}
@@ -40,7 +43,7 @@ class MemoryStateRepository:
     def commit(
         self, state: AccountState, expected_version: int, info: CommitInfo
     ) -> AccountState | None:
-        self.calls["commit"] += 1
+        self.calls["state.commit"] += 1
         row = self.rows.get(state.account_id)
         current = None if row is None else AccountState.model_validate_json(row)
         stored = 0 if current is None else current.version
@@ -65,6 +68,7 @@ class MemoryStateRepository:
         return None if box is None else Outbox.from_json(box)
 
     def archive(self, account_ids: Sequence[str]) -> None:
+        self.calls["state.archive"] += 1
         for a in account_ids:
             row = self._seen.get(a)
             if row is not None:
@@ -77,9 +81,11 @@ class MemoryObjectStore:
 
     objects: dict[str, bytes] = field(default_factory=dict)
     rejected: dict[str, list[Rejection]] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
     max_concurrent_puts: int = 1  # no I/O to overlap
 
     def create(self, key: str, body: bytes) -> bool:
+        self.calls["audit.create"] += 1
         old = self.objects.get(key)
         if old is None:
             self.objects[key] = body
@@ -89,22 +95,29 @@ class MemoryObjectStore:
         return False
 
     def put_rejected(self, batch_id: str, rejections: Sequence[Rejection]) -> None:
+        self.calls["rejected.put"] += 1
         self.rejected[batch_id] = list(rejections)
 
 
 @dataclass
 class MemoryPublisher:
     sent: list[Publication] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
 
     def publish(self, publications: Sequence[Publication]) -> None:
+        self.calls["kafka.publish"] += 1
+        for pub in publications:  # serialise as the real publisher does
+            _ = pub.key, pub.value, pub.headers
         self.sent.extend(publications)
 
 
 @dataclass
 class MemoryNotifier:
     sent: list[AuditEvent] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
 
     def notify(self, decisions: Sequence[AuditEvent]) -> None:
+        self.calls["sns.notify"] += 1
         self.sent.extend(decisions)
 
 

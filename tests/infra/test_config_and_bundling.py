@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from margin_risk import names
+from margin_risk.config import EnforcementConfig
 from stacks.bundling import PythonAssetSpec, stage
 from stacks.config import EnvironmentConfig, load_environments
 from stacks.enforcement import ASSET_ENTRIES, REQUIREMENTS, enforcement_environment
@@ -57,11 +58,40 @@ def test_enforcement_environment_never_reads_the_synth_machines_environment(
     # Given a stray variable on the machine that runs `cdk synth`
     monkeypatch.setenv("DECISIONS_TOPIC", "someone-elses-topic")
     # When the stack renders the function environment
-    env = enforcement_environment(state_table_name="t")
+    env = enforcement_environment(**RESOURCES)
     # Then the default from the contract is used, not the stray variable
     assert env["DECISIONS_TOPIC"] == names.TOPIC_MARGIN_CALLS
     with pytest.raises(ValueError, match="not EnforcementConfig fields"):
-        enforcement_environment(no_such_field="x")
+        enforcement_environment(no_such_field="x", **RESOURCES)
+    # And a resource the stack forgot stops the synth, naming it
+    with pytest.raises(ValidationError, match="audit_bucket"):
+        enforcement_environment(**{k: v for k, v in RESOURCES.items() if k != "audit_bucket"})
+
+
+RESOURCES = {
+    "state_table_name": "t",
+    "idempotency_table_name": "i",
+    "audit_bucket": "b",
+    "operator_topic_arn": "arn:aws:sns:us-east-1:123456789012:ops",
+    "kafka_bootstrap": "b-1.example:9098",
+}
+
+
+@pytest.mark.parametrize("missing", ["STATE_TABLE_NAME", "AUDIT_BUCKET", "OPERATOR_TOPIC_ARN"])
+def test_the_function_fails_fast_when_a_resource_variable_is_missing(monkeypatch, missing) -> None:
+    # Given the function's environment as the stack renders it, minus one resource variable
+    env = enforcement_environment(**RESOURCES)
+    for key in EnforcementConfig.env_keys():
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        if key != missing:
+            monkeypatch.setenv(key, value)
+    # When the function builds its configuration at cold start, it stops naming the variable
+    with pytest.raises(ValidationError, match=missing.lower()):
+        EnforcementConfig()
+    # while the complete environment builds it
+    monkeypatch.setenv(missing, env[missing])
+    assert EnforcementConfig().audit_bucket == "b"
 
 
 def test_pip_command_fetches_binary_wheels_for_the_lambda_platform() -> None:

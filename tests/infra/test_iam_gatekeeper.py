@@ -280,9 +280,23 @@ def spark_requests(t: Templates) -> list[Request]:
             "s3:ListBucket", bucket, fs, **{"s3:prefix": f"{CHECKPOINT_PREFIX}state/commits/"}
         ),
     ]
-    for kind in KINDS:  # margin_risk.archive's layout: one new file per batch, task and hour
-        part = f"{bucket}/{names.HISTORY_PREFIX}{kind}/event_date=2026-02-16/hour=14/part-7.parquet"
-        out.append(Request.of("s3:PutObject", part, "the margin history (margin_risk.archive)"))
+    staged = f"{bucket}/{CHECKPOINT_PREFIX}state/history-staging/b7-0a1b/stress/part-0.parquet"
+    out.append(Request.of("s3:DeleteObject", staged, "a staged history file, once copied"))
+    why = "the margin history (emr_jobs.history: FileUtil.copy, overwrite; margin_risk.archive)"
+    for kind in KINDS:  # margin_risk.archive's layout: a file per batch, kind, task and hour
+        part = (
+            f"{bucket}/{names.HISTORY_PREFIX}{kind}/event_date=2026-02-16/hour=14/b7-0a1b-0.parquet"
+        )
+        out.append(Request.of("s3:PutObject", part, why))
+        out.append(Request.of("s3:GetObject", part, why + ": the existence check (HEAD)"))
+    out.append(
+        Request.of(
+            "s3:ListBucket",
+            bucket,
+            why + ": the existence check (list)",
+            **{"s3:prefix": f"{names.HISTORY_PREFIX}margin_calc/event_date=2026-02-16/hour=14/"},
+        )
+    )
     ((_, logs_lid, _),) = list(t.find("Processing", "AWS::Logs::LogGroup"))
     group = t.arn(stack, logs_lid)
     why = f"EMR Serverless ships the driver's logs ({EMR_LOGS})"
@@ -324,13 +338,13 @@ def test_spark_job_role_cannot_touch_the_bucket_outside_its_prefix(synth: Synth)
     bucket = t.arn(stack, bucket_lid)
     assert allowed(statements, Request.of("s3:PutObject", f"{bucket}/checkpoints/state/x"))
     assert not allowed(statements, Request.of("s3:PutObject", f"{bucket}/other/x"))
-    # the history is added to, never read back, listed or deleted by the job
+    # the history is written, never deleted by the job
     history = f"{bucket}/{names.HISTORY_PREFIX}margin_calc/event_date=2026-02-16/hour=14/p.parquet"
     assert allowed(statements, Request.of("s3:PutObject", history))
-    for action in ("s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
+    for action in ("s3:DeleteObject", "s3:AbortMultipartUpload"):
         assert not allowed(statements, Request.of(action, history))
     prefix = {"s3:prefix": names.HISTORY_PREFIX}
-    assert not allowed(statements, Request.of("s3:ListBucket", bucket, **prefix))
+    assert allowed(statements, Request.of("s3:ListBucket", bucket, **prefix))
     assert not allowed(statements, Request.of("s3:ListBucket", bucket, **{"s3:prefix": "other/"}))
     assert not allowed(
         statements, Request.of("kafka-cluster:WriteData", topic_arn(names.TOPIC_MARGIN_CALLS))

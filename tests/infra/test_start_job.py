@@ -28,6 +28,7 @@ OUTPUTS = {
     "EntryPointUri": "s3://assets/entry.py",
     "PyFilesUri": "s3://assets/pyfiles.zip",
     "CheckpointUri": "s3://ckpt/checkpoints/",
+    "HistoryUri": "s3://ckpt/history/",
 }
 
 
@@ -76,6 +77,7 @@ def test_request_is_a_streaming_run_with_the_deployed_code_and_checkpoint() -> N
     args = entrypoint.parse_args(submit["entryPointArguments"])
     assert args.bootstrap == "b-1:9098,b-2:9098"
     assert args.checkpoint_dir == OUTPUTS["CheckpointUri"]
+    assert args.history_dir == OUTPUTS["HistoryUri"]  # the margin history in the data bucket
     assert args.no_iam is False  # MSK IAM
     assert args.params_json is None
     assert args.dedupe_horizon_hours == 168  # the entry point's default

@@ -123,7 +123,7 @@ def test_job_role_reads_inputs_writes_results_and_nothing_else_on_kafka(synth: S
                     found.add(str(last).rsplit("/", 1)[-1])
         return found
 
-    assert topics_for("kafka-cluster:ReadData") == set(names.INPUT_TOPICS)
+    assert topics_for("kafka-cluster:ReadData") == set(names.MARGIN_JOB_TOPICS)
     assert topics_for("kafka-cluster:WriteData") == {*names.RESULT_TOPICS, names.TOPIC_REJECTED}
 
 

@@ -113,7 +113,7 @@ class Deployment:
         sns.subscribe(
             TopicArn=topic, Protocol="sqs", Endpoint=qarn, Attributes={"RawMessageDelivery": "true"}
         )
-        cfg = EnforcementConfig(
+        cfg = EnforcementConfig.local(
             state_table_name=f"state-{n}",
             idempotency_table_name=f"idem-{n}",
             audit_bucket=f"audit-{n}",

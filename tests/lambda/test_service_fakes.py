@@ -105,7 +105,7 @@ def test_batches_on_fakes_read_state_once_each_and_commit_every_account():
     batches = [events[i : i + 100] for i in range(0, len(events), 100)]
     for b in batches:
         assert svc.process(inbound_records(build_msk_event(feed.records(b)))).failed == []
-    assert repo.calls["load_many"] == 20 and len(repo.heads) == 200
+    assert repo.calls["state.load_many"] == 20 and len(repo.heads) == 200
     assert {a: h.version for a, h in repo.heads.items()} == {f"ACC-{i:03d}": 10 for i in range(200)}
 
 
@@ -126,7 +126,7 @@ class MeetingRepository(MemoryStateRepository):
         with self._lock:
             self._inflight += 1
             self.peak = max(self.peak, self._inflight)
-            first = self.calls["commit"] < self.meet
+            first = self.calls["state.commit"] < self.meet
             stored = super().commit(state, expected_version, info)
         if first:
             if self._barrier is None:

@@ -4,8 +4,9 @@ One run (about a minute and a half) serves every assertion: the Spark job is kil
 middle of a sell-off micro-batch and restarted, and still every call and liquidation the
 session scripts happens exactly once, as the reference rules replaying the same inputs say; the
 desk's extension and waiver (published through the desk command's code path) are applied as the
-reference applies them; the archived history backtests to the same decisions, plus the warnings
-a stricter cushion adds.
+reference applies them; the leveraged ETF's house requirement is applied by the job as the
+reference applies it; the history the job archived backtests to the same decisions, plus the
+warnings a stricter cushion adds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter, defaultdict
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ import pytest
 from margin_risk import names
 from margin_risk.audit import read_audit_dir
 from margin_risk.enforcement import replay
-from margin_risk.models import AuditEvent, DeskAction
+from margin_risk.models import AuditEvent, DeskAction, MarginCalc
 from margin_risk.params import PolicyParams
+from margin_risk.rules import compute_margin
+from margin_risk.tools.history import LocalHistory, iter_history
 from margin_risk.tools.local.demo import (
     Demo,
     DemoOptions,
@@ -31,6 +35,8 @@ from margin_risk.tools.local.demo import (
     write_summary_json,
 )
 from margin_risk.tools.local.simulator import (
+    ETF_LONG_RATE,
+    LEVERAGED_ETF,
     MarketSimulator,
     expected_inputs,
     expected_margin_events,
@@ -157,13 +163,15 @@ def test_the_desk_extends_one_call_and_waives_another_signed_by_the_sts_identity
 def test_the_archived_history_backtests_a_stricter_cushion_beside_the_decisions_taken(run):
     summary, run_dir, trail = run
     sim = MarketSimulator(ACCOUNTS, SYMBOLS, SEED)
-    # Every result the enforcement consumed is in the archive once (the partial output of the
-    # micro-batch killed mid-way is on the topics twice, and counted once)
+    # The Spark job archived every result it emitted, once (the micro-batch killed mid-way was
+    # archived by its replay only)
     h = summary.history
-    assert h["results"] == summary.margin_results + summary.stress_results
-    assert h["records"] > h["results"] and h["rejected"] == 0
-    assert "does not write the history yet" in h["written_by"]
+    assert h["written_by"] == "the Spark margin job (--history-dir)"
+    assert h["results"] == h["rows"] == summary.margin_results + summary.stress_results
     assert len(list((run_dir / "history").rglob("*.parquet"))) == h["files"] > 0
+    archived = [r for r in iter_history(LocalHistory(run_dir / "history"))]
+    margin = [r for r in archived if isinstance(r, MarginCalc)]
+    assert len(margin) == summary.margin_results
     b: dict[str, Any] = summary.backtest
     assert b["policy"]["warning_cushion"] == 0.10
     assert b["actual_decisions"] == dict(sorted(Counter(e.event_type for e in trail).items()))
@@ -190,8 +198,47 @@ def test_the_archived_history_backtests_a_stricter_cushion_beside_the_decisions_
     print_summary(summary, out)
     text = out.getvalue()
     assert "== backtest: warning cushion 0.1 x gross" in text
-    assert "the Spark job does not write the history yet" in text
+    assert "(written by the Spark margin job (--history-dir))" in text
     assert f"EXTEND_CALL {published_actions(summary)[0].account_id} until" in text
     q = summary.named_queries
     assert q["account_margin_over_day"]["results"] > 0
     assert q["accounts_nearest_call_now"]
+
+
+def test_the_leveraged_etf_carries_its_house_requirement_in_the_jobs_results(run):
+    summary, run_dir, _ = run
+    sim = MarketSimulator(ACCOUNTS, SYMBOLS, SEED)
+    # Given the house entry published at the open, on books that hold the 3x ETF
+    [entry] = summary.house
+    assert (entry["symbol"], entry["long_rate"]) == (LEVERAGED_ETF, ETF_LONG_RATE)
+    holders = sorted(a.account_id for a in sim.accounts if a.positions.get(LEVERAGED_ETF))
+    assert entry["holders"] == len(holders) > 0
+    # Then every margin result the job emitted for them (read back from the history it wrote)
+    # is the reference's, which applies the entry through the core: at each holder's last
+    # calculation, requirement and excess equal the reference's to the last digit
+    ref = {e.account_id: e for e in expected_margin_events(sim) if e.account_id in holders}
+    last: dict[str, MarginCalc] = {}
+    for r in iter_history(LocalHistory(run_dir / "history")):
+        if isinstance(r, MarginCalc) and r.account_id in holders:
+            last[r.account_id] = r
+    assert sorted(last) == holders
+    for acct, got in last.items():
+        want = ref[acct]
+        assert (got.timestamp, got.maintenance_req, got.excess) == (
+            want.timestamp,
+            want.maintenance_req,
+            want.excess,
+        ), acct
+    # and it is the 75% rule: without the entry each requirement is lower by 50% of the ETF's
+    # market value at the last price
+    for a in sim.accounts:
+        if a.account_id in holders:
+            held = sim._holdings(a)
+            plain = compute_margin(0, held).maintenance_req
+            etf = next(h for h in held if h.symbol == LEVERAGED_ETF)
+            assert ref[a.account_id].maintenance_req - plain == Decimal("0.5") * (
+                etf.quantity * etf.price
+            )
+    text = io.StringIO()
+    print_summary(summary, text)
+    assert f"  {LEVERAGED_ETF}: long_rate {ETF_LONG_RATE}" in text.getvalue()

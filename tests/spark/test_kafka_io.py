@@ -16,7 +16,7 @@ BOOT = "b-1.msk.example:9098,b-2.msk.example:9098"
 def test_source_options_subscribe_to_the_inputs_with_msk_iam() -> None:
     opts = kafka_source_options(BOOT, max_offsets_per_trigger=1000)
     assert opts["kafka.bootstrap.servers"] == BOOT
-    assert opts["subscribe"] == "fills.v1,prices.v1,cash.v1,betas.v1"
+    assert opts["subscribe"] == "fills.v1,prices.v1,cash.v1,betas.v1,house.requirements.v1"
     assert opts["includeHeaders"] == "true"
     assert opts["failOnDataLoss"] == "true"
     assert opts["maxOffsetsPerTrigger"] == "1000"

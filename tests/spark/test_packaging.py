@@ -30,6 +30,7 @@ def test_every_shipped_file_parses_as_python_3_9_and_imports_no_compiled_deps(
     with zipfile.ZipFile(arts.pyfiles_zip) as zf:
         names = sorted(zf.namelist())
         assert "emr_jobs/batch.py" in names and "margin_risk/params.py" in names
+        assert "margin_risk/archive.py" in names and "emr_jobs/history.py" in names
         assert "emr_jobs/local_runner.py" not in names  # needs confluent-kafka
         sources = {n: zf.read(n).decode() for n in names}
     sources["entrypoint.py"] = arts.entrypoint.read_text()

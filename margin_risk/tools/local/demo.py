@@ -9,9 +9,11 @@ mapping delivers the results), so a run is reproducible for a given seed. Two st
 desk's: an operator extends one call and waives another, through the desk command's code path
 (`margin_risk.tools.desk`, signed by the embedded endpoint's STS identity) to ``desk.actions.v1``.
 
-At the end the results the enforcement consumed are archived as the margin history
-(`demo_history`: the Spark job does not write the archive yet) and a stricter warning cushion is
-backtested over it, next to the decisions actually taken.
+The session opens with a house requirement per symbol (spec section 7): a 3x leveraged ETF at
+75%, published on ``house.requirements.v1`` and applied by the Spark job. The job archives every
+result it emits as the margin history (`margin_risk.archive`'s layout under ``<run>/history``);
+at the end a stricter warning cushion is backtested over that archive, next to the decisions
+actually taken.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from dashboards.local_metrics import percentile
 from margin_risk import names
 from margin_risk.models import iso
 from margin_risk.tools.files import unwritable
@@ -94,16 +97,9 @@ class Summary:
     desk_actions: list[dict[str, Any]] = field(default_factory=list)
     operator: str = ""
     history: dict[str, Any] = field(default_factory=dict)
+    # The house requirements per symbol the session published, and how many books hold each.
+    house: list[dict[str, Any]] = field(default_factory=list)
     backtest: dict[str, Any] = field(default_factory=dict)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[k]
 
 
 @contextmanager
@@ -185,9 +181,7 @@ class Demo:
             broker = start_broker(partitions=o.partitions, log_dir=run_dir / "logs")
             stack.callback(broker.stop)
             self.say(f"kafka: tansu broker at {broker.bootstrap}, {len(names.ALL_TOPICS)} topics")
-            cfg = EnforcementConfig().model_copy(
-                update={"kafka_bootstrap": broker.bootstrap, "kafka_auth": "none"}
-            )
+            cfg = EnforcementConfig.local(kafka_bootstrap=broker.bootstrap, kafka_auth="none")
             prov = provision(endpoint, cfg)
             os.environ.update(prov.config.to_environment())
             os.environ.update(
@@ -209,6 +203,7 @@ class Demo:
             spark = SparkStage(broker.bootstrap, run_dir, o)
             stack.callback(spark.stop)
             self.say(f"spark: margin job in local[2] ({spark.startup_seconds:.1f}s to start)")
+            self._house(sim)
             if o.warm_up_spark:
                 self.say(f"spark: warmed up on a throwaway session in {spark.warm_up():.1f}s")
             esm = LocalEventSourceMapping(
@@ -374,23 +369,35 @@ class Demo:
         except ImportError as e:  # observability not installed in this checkout
             s.health = f"unavailable ({e})"
 
+    def _house(self, sim: MarketSimulator) -> None:
+        """The session's house entries (published with its opening step) and their holders."""
+        for _, r in sim.iter_records():
+            if r.topic == names.TOPIC_HOUSE_REQUIREMENTS:
+                entry = json.loads(r.value)
+                held = sum(1 for a in sim.accounts if a.positions.get(entry["symbol"]))
+                self.summary.house.append({**entry, "holders": held})
+                self.say(
+                    f"house: {entry['symbol']} long_rate {entry['long_rate']}"
+                    f" (non_marginable {str(entry['non_marginable']).lower()}) from"
+                    f" {entry['as_of']}, {held} books hold it"
+                )
+
     def _history(self, run_dir: Path, bootstrap: str) -> None:
-        """Archive the consumed results, query them, and backtest a stricter cushion on them."""
+        """The margin history the Spark job wrote: query it, backtest a stricter cushion."""
         from margin_risk.tools.local.athena_local import LocalAthena
-        from margin_risk.tools.local.demo_history import archive_results, run_backtest
+        from margin_risk.tools.local.demo_history import history_stats, run_backtest
         from stacks.athena_queries import NAMED_QUERIES
 
         s = self.summary
         history_root = run_dir / "history"
         audit_root = run_dir / "s3" / names.AUDIT_PREFIX
-        stats = archive_results(bootstrap, history_root)
+        stats = history_stats(history_root)
         s.history = {
             "root": str(history_root),
-            "written_by": "the demo (the Spark job does not write the history yet)",
-            "records": stats.records,
+            "written_by": "the Spark margin job (--history-dir)",
+            "rows": stats.rows,
             "results": stats.results,
             "files": stats.files,
-            "rejected": stats.rejected,
         }
         if stats.results == 0 or not audit_root.exists():
             s.backtest = {"error": "no history or no audit trail to backtest"}
@@ -483,6 +490,14 @@ def print_summary(s: Summary, out: TextIO) -> None:
         out.write("== named queries (Athena SQL on DuckDB over the audit and history partitions)\n")
         for k, v in q.items():
             out.write(f"  {k}: {json.dumps(v)}\n")
+    if s.house:
+        out.write("== house requirements (house.requirements.v1, applied by the Spark job)\n")
+        for h in s.house:
+            out.write(
+                f"  {h['symbol']}: long_rate {h['long_rate']}, short_rate {h['short_rate']},"
+                f" non_marginable {str(h['non_marginable']).lower()} from {h['as_of']}"
+                f" ({h['holders']} books hold it)\n"
+            )
     if s.desk_actions:
         out.write(f"== desk actions (operator {s.operator}, via desk.actions.v1)\n")
         for a in s.desk_actions:
@@ -501,8 +516,7 @@ def print_backtest(s: Summary, out: TextIO) -> None:
     if h:
         out.write(
             f"== margin history: {h['results']} results in {h['files']} Parquet files under"
-            f" {h['root']}\n  (written by the demo from the results the enforcement consumed:"
-            " the Spark job does not write the history yet)\n"
+            f" {h['root']}\n  (written by {h['written_by']})\n"
         )
     if not b:
         return

@@ -1,11 +1,9 @@
 """The demo's margin history and its backtest.
 
-The Spark job does not write the history archive yet, so the demo archives the results the
-enforcement function consumed: every record on ``margin.calc.v1`` and ``stress.beta_spy.v1``,
-validated as the function validates it, written with the reference writer
-(`margin_risk.tools.history.write_history`) in the layout the job will use (`margin_risk.archive`).
-The backtest then runs through the command line's own code path (``python -m margin_risk
-backtest``) over that archive and the demo's audit trail.
+The Spark job writes the history (``--history-dir``, `emr_jobs.history`) in the layout of
+`margin_risk.archive`; the demo counts what it holds, and runs the backtest through the command
+line's own code path (``python -m margin_risk backtest``) over that archive and the demo's audit
+trail.
 """
 
 from __future__ import annotations
@@ -13,84 +11,38 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from margin_risk import names
-
-POLL_SECONDS = 1.0
-READ_TIMEOUT_SECONDS = 60.0
+from margin_risk import archive
 
 
 @dataclass
 class ArchiveStats:
-    records: int  # read from the topics (a result re-emitted after a Spark restart counts twice)
-    results: int  # distinct event ids archived
+    rows: int  # rows in the files (a result written twice counts twice)
+    results: int  # distinct event ids
     files: int
-    rejected: int  # records that failed validation (none expected: Spark validated them)
 
 
-def read_results(bootstrap: str, topics: Sequence[str] = names.RESULT_TOPICS) -> list[Any]:
-    """Every valid record on ``topics`` from the first offset to the current end."""
-    from confluent_kafka import Consumer, TopicPartition
+def history_stats(root: Path) -> ArchiveStats:
+    """What the archive under ``root`` holds (no files: zeros)."""
+    import duckdb
 
-    from margin_risk.usecase.decode import decode
-    from margin_risk.usecase.records import Coordinate, InboundRecord, ValidRecord
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "demo-history",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-        }
-    )
+    files = sorted(p for k in archive.KINDS for p in (root / k).rglob("*.parquet"))
+    if not files:
+        return ArchiveStats(0, 0, 0)
+    listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in files)
+    con = duckdb.connect()
     try:
-        md = consumer.list_topics(timeout=10)
-        ends: dict[tuple[str, int], int] = {}
-        assign = []
-        for t in topics:
-            for p in md.topics[t].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
-                if high > low:
-                    ends[(t, p)] = high
-                    assign.append(TopicPartition(t, p, low))
-        consumer.assign(assign)
-        out: list[Any] = []
-        give_up = time.monotonic() + READ_TIMEOUT_SECONDS
-        while ends:
-            if time.monotonic() > give_up:
-                raise TimeoutError(f"result topics not read to their end: {sorted(ends)}")
-            for msg in consumer.consume(500, timeout=POLL_SECONDS):
-                if msg.error() is not None:
-                    continue
-                topic, part, offset = str(msg.topic()), int(msg.partition() or 0), msg.offset()
-                c = Coordinate(topic, part, int(offset or 0))
-                out.append(decode(InboundRecord(c, msg.value())))
-                if (topic, part) in ends and c.offset + 1 >= ends[(topic, part)]:
-                    del ends[(topic, part)]
-        return [r.event if isinstance(r, ValidRecord) else r for r in out]
+        row = con.execute(
+            f"SELECT count(*), count(DISTINCT event_id) FROM read_parquet([{listed}],"
+            " hive_partitioning = false)"
+        ).fetchone()
     finally:
-        consumer.close()
-
-
-def archive_results(bootstrap: str, root: Path) -> ArchiveStats:
-    """Archive the result topics under ``root`` (the layout of `margin_risk.archive`)."""
-    from margin_risk.models import MarginCalc, StressResult
-    from margin_risk.tools.history import write_history
-
-    records = read_results(bootstrap)
-    results = [r for r in records if isinstance(r, MarginCalc | StressResult)]
-    files = write_history(root, results) if results else []
-    return ArchiveStats(
-        records=len(records),
-        results=len({r.event_id for r in results}),
-        files=len(files),
-        rejected=len(records) - len(results),
-    )
+        con.close()
+    assert row is not None
+    return ArchiveStats(rows=int(row[0]), results=int(row[1]), files=len(files))
 
 
 def run_backtest(history: Path, audit: Path, policy: dict[str, Any], work: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from margin_risk import names
-from margin_risk.config import EnforcementConfig
+from margin_risk.config import LOCAL_TOPIC_PENDING, EnforcementConfig
 
 DEFAULT_REGION = "us-east-1"
 FAKE_CREDENTIALS = {
@@ -89,7 +89,7 @@ def provision(
     """Create (idempotently) every resource the enforcement function and the demo use."""
     import boto3
 
-    cfg = config or EnforcementConfig()
+    cfg = config or EnforcementConfig.local()
     creds = _session_credentials()
     session = boto3.session.Session(
         region_name=region,
@@ -138,7 +138,7 @@ def provision(
     topic_arn: str = sns.create_topic(Name=names.OPERATOR_TOPIC)["TopicArn"]
     sqs = session.client("sqs", endpoint_url=endpoint)
     queue_url: str = sqs.create_queue(QueueName=names.ON_FAILURE_QUEUE)["QueueUrl"]
-    if not cfg.operator_topic_arn:
+    if cfg.operator_topic_arn == LOCAL_TOPIC_PENDING:
         cfg = cfg.model_copy(update={"operator_topic_arn": topic_arn})
     return Provisioned(cfg, topic_arn, queue_url, region)
 

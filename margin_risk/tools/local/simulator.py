@@ -13,9 +13,10 @@ waives a call (a restricted one when there is one). The accounts are chosen from
 replay, so a seed fixes them too; the demo publishes the actions through the desk command's code
 path, signed by its STS identity, and `expected_inputs` puts them into the reference.
 
-Not in the session yet: a leveraged ETF with a house requirement (spec section 7). The Spark job
-does not apply house requirements yet, so its results would disagree with this reference (which
-would apply them); the entry belongs here once the job reads ``house.requirements.v1``.
+A 3x leveraged ETF (`LEVERAGED_ETF`) carries a house requirement (spec section 7): its entry is
+published on ``house.requirements.v1`` at the open, some strong books hold the ETF, and it falls
+three times the market in the sell-off. The reference applies the entries in force at each
+step's time through the core (`margin_risk.house.HouseBook`), as the Spark job does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 from margin_risk import names
 from margin_risk.enforcement import AccountState, replay
+from margin_risk.house import HouseBook, HouseEntry
 from margin_risk.models import DeskAction, DeskActionType, EnforcementInput, MarginCalc
 from margin_risk.money import to_decimal
 from margin_risk.params import PolicyParams
@@ -54,6 +56,14 @@ EQUITY_RATIO = {
     "weak_defaults": (0.27, 0.29),
 }
 SQUEEZE_MOVE = 0.80  # the meme stock's gap up, after the sell-off
+SELL_OFF_MOVE = -0.0233  # SPY per sell-off step
+# The leveraged ETF: three times SPY, with the house's 3x rate (spec section 7's example).
+LEVERAGED_ETF = "TQQQ"
+ETF_BETA = 3.0
+ETF_OPEN = 50.0
+ETF_LONG_RATE = 0.75
+ETF_SHARE = 0.2  # of a holder's long market value
+ETF_HOLDER_EVERY = 3  # strong books whose account number is a multiple of this hold it
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,10 @@ class MarketSimulator:
             self.price[s] = round(self.rng.uniform(lo, hi), 2)
         # the meme stock: mid-priced, not one of the low-priced names
         self.meme = next(s for s in self.symbols[1:] if self.price[s] >= 15.0)
+        # the leveraged ETF: priced apart from the symbols' random walk (same seed, same session)
+        self.etf = LEVERAGED_ETF
+        self.price[self.etf] = ETF_OPEN
+        self.beta[self.etf] = ETF_BETA
         self.accounts = [
             Account(f"ACC{n:05d}", self.rng.choices(ROLES, ROLE_WEIGHTS)[0])
             for n in range(accounts)
@@ -159,8 +173,13 @@ class MarketSimulator:
             if q
         ]
 
-    def _ticks(self, step: Step, moves: dict[str, float]) -> None:
-        for s in self.symbols:
+    def _ticks(self, step: Step, moves: dict[str, float], spy: float | None = None) -> None:
+        """A tick per symbol; with ``spy`` (the market's move) the ETF ticks too, at 3x it."""
+        symbols = list(self.symbols)
+        if spy is not None:
+            symbols.append(self.etf)
+            moves = {**moves, self.etf: ETF_BETA * spy}
+        for s in symbols:
             self.price[s] = round(max(0.01, self.price[s] * (1.0 + moves[s])), 2)
             step.add(
                 names.TOPIC_PRICES,
@@ -210,8 +229,20 @@ class MarketSimulator:
         # Ten steps: each is one Spark micro-batch in the demo, and on two cores a micro-batch
         # costs seconds, so the session is told in few, meaningful moves.
         t = SESSION_OPEN
-        books = Step("opening: prices, deposits, fills", t)
-        self._ticks(books, dict.fromkeys(self.symbols, 0.0))
+        books = Step("opening: house entry, prices, deposits, fills", t)
+        books.add(
+            names.TOPIC_HOUSE_REQUIREMENTS,
+            self.etf,
+            {
+                "symbol": self.etf,
+                "long_rate": ETF_LONG_RATE,
+                "short_rate": 0,
+                "non_marginable": False,
+                "as_of": _iso(t),
+                "updated_by": "risk-desk",
+            },
+        )
+        self._ticks(books, dict.fromkeys(self.symbols, 0.0), spy=0.0)
         high_beta = sorted(self.symbols, key=lambda s: -self.beta[s])
         for a in self.accounts:
             self._open_book(books, a, high_beta)
@@ -234,7 +265,11 @@ class MarketSimulator:
             step = Step(f"sell-off {k + 1}", sell_start + timedelta(minutes=7 * k))
             self._ticks(
                 step,
-                {s: self.beta[s] * -0.0233 + self.rng.uniform(-0.002, 0.002) for s in self.symbols},
+                {
+                    s: self.beta[s] * SELL_OFF_MOVE + self.rng.uniform(-0.002, 0.002)
+                    for s in self.symbols
+                },
+                spy=SELL_OFF_MOVE,
             )
             self.steps.append(step)
 
@@ -327,6 +362,9 @@ class MarketSimulator:
         for s in picks:
             qty = float(max(1, int(target_lmv / len(picks) / self.price[s])))
             self._fill(step, a, s, "BUY", qty)
+        if a.role == "strong" and int(a.account_id[3:]) % ETF_HOLDER_EVERY == 0:
+            etf_qty = float(int(ETF_SHARE * target_lmv / self.price[self.etf]))
+            self._fill(step, a, self.etf, "BUY", etf_qty)
 
     def _bad_records(self, step: Step) -> None:
         """Malformed or invalid input the pipeline must reject with a reason, changing nothing."""
@@ -368,10 +406,12 @@ def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
     cash: dict[str, Decimal] = defaultdict(Decimal)
     pos: dict[str, dict[str, Decimal]] = defaultdict(dict)
     seen: set[str] = set()
+    entries: list[HouseEntry] = []
     out: list[MarginCalc] = []
     for step in sim.steps:
         touched: set[str] = set()
         changed_symbols: set[str] = set()
+        house_before = HouseBook(entries).in_force(step.at)
         for r in step.records:
             try:
                 v = json.loads(r.value, parse_float=Decimal, parse_int=Decimal)
@@ -400,6 +440,13 @@ def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
                 seen.add(v["txn_id"])
                 cash[v["account_id"]] += v["amount"]
                 touched.add(v["account_id"])
+            elif r.topic == names.TOPIC_HOUSE_REQUIREMENTS:
+                entries.append(HouseEntry.model_validate(v))
+        # the entries in force at the step's time; a change re-margins the symbol's holders
+        house = HouseBook(entries).in_force(step.at)
+        changed_symbols |= {
+            s for s in set(house) | set(house_before) if house.get(s) != house_before.get(s)
+        }
         for acct, book in pos.items():
             if set(book) & changed_symbols:
                 touched.add(acct)
@@ -409,7 +456,7 @@ def expected_margin_events(sim: MarketSimulator) -> list[MarginCalc]:
                 for s, q in pos[acct].items()
                 if q
             ]
-            m = compute_margin(cash[acct], holdings)
+            m = compute_margin(cash[acct], holdings, house=house)
             out.append(
                 MarginCalc(
                     event_id=f"ref-{acct}-{step.at.isoformat()}",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from margin_risk.settings import load_house_settings
+
+if TYPE_CHECKING:
+    from emr_jobs.local_runner import LocalMarginJob
 
 
 class SimulatedCrash(RuntimeError):
@@ -24,8 +27,10 @@ class SparkStage:
         self.bootstrap = bootstrap
         self.state_dir = str(run_dir / "spark-state")
         self.metrics_dir = str(run_dir / "metrics")
+        # The margin history the job writes (margin_risk.archive), as it does on AWS.
+        self.history_dir = str(run_dir / "history")
         self.params = load_house_settings().margin.to_params()
-        self.job = LocalMarginJob(bootstrap, self.state_dir, self.params, self.metrics_dir)
+        self.job = self._new_job()
         self.startup_seconds = time.monotonic() - started
         self.batches = 0
         self.margin_results = 0
@@ -34,6 +39,16 @@ class SparkStage:
         self.input_records = 0
         self.restarts = 0
         self.settle_timeout_s = 120.0
+
+    def _new_job(self, spark: Any = None) -> LocalMarginJob:
+        return self._factory(
+            self.bootstrap,
+            self.state_dir,
+            self.params,
+            self.metrics_dir,
+            spark=spark,
+            history_dir=self.history_dir,
+        )
 
     def warm_up(self, accounts: int = 40, symbols: int = 8, steps: int = 1) -> float:
         """Run a few throwaway micro-batches through ``process_batch`` before the session.
@@ -115,9 +130,7 @@ class SparkStage:
             return
         spark = job.spark
         job.close()
-        self.job = self._factory(
-            self.bootstrap, self.state_dir, self.params, self.metrics_dir, spark=spark
-        )
+        self.job = self._new_job(spark)
         self.restarts += 1
 
     def stop(self) -> None:
