@@ -18,7 +18,7 @@ os.environ.setdefault(
 from bench.sections import in_fresh_process, run_section
 from margin_risk.tools.files import unwritable
 
-SECTIONS = ("kernel", "spark", "enforcement", "e2e")
+SECTIONS = ("kernel", "spark", "enforcement", "e2e", "e2e_busy_core")
 
 
 def settings(quick: bool, spark: bool) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def settings(quick: bool, spark: bool) -> dict[str, Any]:
     if quick:
         return {
             "spark": SparkBatchSettings(
-                large_accounts=50_000, large_symbols=2_500, warmup=3, runs=3
+                large_accounts=50_000, large_symbols=2_500, warmup=8, runs=3
             ),
             "kernel": KernelSettings(
                 accounts=20_000,
@@ -45,6 +45,7 @@ def settings(quick: bool, spark: bool) -> dict[str, Any]:
                 runs=3, batches_per_run={100: 5, 1000: 2}, warmup_batches=2
             ),
             "e2e": E2ESettings(duration_s=15.0, drain_timeout_s=180.0),
+            "e2e_busy_core": E2ESettings(duration_s=15.0, drain_timeout_s=180.0, busy_cores=1),
         }
     return {
         "spark": SparkBatchSettings(),
@@ -61,6 +62,9 @@ def settings(quick: bool, spark: bool) -> dict[str, Any]:
             runs=5, batches_per_run={100: 20, 1000: 4}, warmup_batches=3
         ),
         "e2e": E2ESettings(duration_s=60.0, steady_warmup_s=120.0, drain_timeout_s=300.0),
+        "e2e_busy_core": E2ESettings(
+            duration_s=60.0, steady_warmup_s=120.0, drain_timeout_s=300.0, busy_cores=1
+        ),
     }
 
 

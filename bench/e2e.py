@@ -6,6 +6,10 @@ of prices, fills and cash into the broker; the Spark job's local runner
 (``margin_risk.tools.local.esm``) driving the real enforcement handler against the embedded moto
 server.
 
+With ``busy_cores``, the run starts that many processes of its own that each keep one core busy
+(a Python loop spinning from before the job starts until the run ends), as other work sharing
+the machine would.
+
 Latency of a result record = the wall time its handler invocation returned (the decision) minus its
 ``origin_ts`` header, which the Spark job sets to the Kafka timestamp of the newest input behind
 that account's recalculation (the produce time). An older input in the same micro-batch waited up to
@@ -20,6 +24,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -50,6 +56,7 @@ class E2ESettings:
     warmup_timeout_s: float = 180.0
     drain_timeout_s: float = 60.0
     seed: int = 5
+    busy_cores: int = 0  # spinning processes started for the whole run (other work's load)
 
 
 def _iso(ts: float) -> str:
@@ -266,6 +273,24 @@ def _producer_loop(
     producer.flush(30)
 
 
+SPIN = "while True:\n    pass\n"
+
+
+@contextlib.contextmanager
+def busy_cores(n: int) -> Iterator[list[int]]:
+    """``n`` processes that each keep one core busy until the block ends (their pids)."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.DEVNULL) for _ in range(n)
+    ]
+    try:
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait(timeout=30)
+
+
 def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
     from confluent_kafka import Producer
 
@@ -290,6 +315,9 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
     idle = {"spark": 0.0, "esm": 0.0}
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, work, True)
+        if s.busy_cores:
+            pids = stack.enter_context(busy_cores(s.busy_cores))
+            log(f"e2e: {s.busy_cores} spinning process(es) keep a core busy: pids {pids}")
         moto = start_moto()
         stack.callback(moto.stop)
         stack.enter_context(patched_env(client_env(moto.endpoint)))
@@ -465,6 +493,7 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
         and drain_s <= max(5.0, 2 * p99 / 1000.0)
     )
     return {
+        "busy_cores": s.busy_cores,
         "rate_target": s.rate,
         "rate_achieved": len(sent) / max(1e-9, (sent[-1] - sent[0]) if len(sent) > 1 else 1.0),
         "duration_s": s.duration_s,
@@ -509,4 +538,5 @@ def run(s: E2ESettings, log: Any = print) -> dict[str, Any]:
             [float(b.input_records) for b in steady_batches], 50
         ),
         "esm_invocations": esm_invocations,
+        "load_average_at_end": list(os.getloadavg()),
     }

@@ -27,6 +27,7 @@ def run_section(name: str, section_settings: Any) -> dict[str, Any]:
         "spark": spark_batch.run,
         "enforcement": enforcement.run,
         "e2e": e2e.run,
+        "e2e_busy_core": e2e.run,
     }
     result = runs[name](section_settings, log=_log)
     result["pid"] = os.getpid()

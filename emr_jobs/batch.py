@@ -4,7 +4,7 @@
 ``foreachBatch``) and for the local driver (records read from the local broker with
 confluent-kafka, shaped like the Kafka source's rows).
 
-A batch costs what changed, in at most three Spark jobs:
+A batch costs what changed, in at most four Spark jobs:
 
 1. parse and validate every record (one pass) and bring the rows to the driver, which places the
    dedupe horizon, drops duplicates and works out the batch's changes: position and cash deltas,
@@ -12,9 +12,14 @@ A batch costs what changed, in at most three Spark jobs:
    or cash (all proportional to the batch);
 2. only when the batch has fill or cash ids: look them up among the ids applied before the base
    snapshot (a filtered scan of the cached ids);
-3. one scan of the cached book for the accounts with fills or cash and every holder of a changed
-   symbol, merged with the changes since the base, through the margin and stress kernel into the
-   output records (plus the rejected records), handed to the sink.
+3. the sink's job, with the broadcast of the symbol prices it joins (a job of its own): one scan
+   of the cached book for the accounts with fills or cash and every holder of a changed symbol,
+   merged with the changes since the base, exchanged once by account, through the margin and
+   stress kernel into the output records (plus the rejected records).
+
+The batch's own small frames (its symbols, changes and rejected records) are built in the JVM
+from one JSON text each (``emr_jobs.frames``), and the column expressions of the plans are built
+once per session: a batch's driver work is a few hundred Py4J calls, not thousands.
 
 Then the driver writes the batch's change log and its commit marker (proportional to the batch,
 not to the book); every so often a compaction writes a new base (see ``emr_jobs.state``).
@@ -28,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pyspark import StorageLevel
@@ -36,15 +42,10 @@ from pyspark.sql import functions as F
 
 from emr_jobs import calc, parse
 from emr_jobs.book import BatchChanges, SymbolFacts
+from emr_jobs.frames import literal_array, local_frame, struct_type
 from emr_jobs.history import HistoryWriter, archive_columns
 from emr_jobs.metrics import JobLog, MetricsWriter, batch_metrics
-from emr_jobs.state import (
-    CASH_TYPE,
-    QUANTITY_TYPE,
-    SYMBOL_SCHEMA,
-    StateStore,
-    delta_frame,
-)
+from emr_jobs.state import CASH_TYPE, QUANTITY_TYPE, SYMBOL_FIELDS, StateStore
 from margin_risk import archive, names
 from margin_risk.params import MarginParams
 
@@ -339,7 +340,7 @@ def _apply_batch(
         # The margin history: the results the sink just emitted (cached by its job), before the
         # commit, so a batch that fails after emitting is archived again by its replay.
         if ctx.history is not None and results is not None:
-            ctx.history.write(_history_frames(results, batch_key), batch_id, batch_key)
+            ctx.history.write(_history_frames(results), batch_id, batch_key)
     finally:
         for df in release:
             df.unpersist(blocking=True)
@@ -394,7 +395,8 @@ def _observed(obs: Optional[Observation], outputs: DataFrame) -> Dict[str, Any]:
     fld = jo.getClass().getDeclaredField("metrics")
     fld.setAccessible(True)
     if fld.get(jo).isDefined():
-        return dict(obs.get)
+        metrics = jo.getAsJava()  # read by key: iterating a Java map is a round trip per entry
+        return {k: metrics.get(k) for k in ("accounts", "positions")}
     n = outputs.where(F.col("topic") == names.TOPIC_MARGIN_CALC).count()
     return {"accounts": n, "positions": None}
 
@@ -414,11 +416,13 @@ def _outputs(
     job archives its results) the per-account results, cached by the sink's job."""
     st = ctx.state
     d = st.driver
-    rejected_df = spark.createDataFrame(
-        [_rejected_record(r, reason) for r, reason in rejected], _OUTPUT_SCHEMA
+    rejected_df = local_frame(
+        spark, _OUTPUT_FIELDS, [_rejected_record(r, reason) for r, reason in rejected]
     )
     if not own and not sym_trig:  # nothing to recalculate
         return rejected_df, None, None
+    house = _house_mode({**d.symbols, **ch.symbols})
+    plan = _plan(ctx.params, _shuffle_partitions(spark), house)
     # The book after this batch, as the changes since the base plus this batch's.
     after = type(d)(positions=dict(d.positions), cash=dict(d.cash), own_ts=dict(d.own_ts))
     for k, q in ch.positions.items():
@@ -438,36 +442,46 @@ def _outputs(
     if len(recent) > 0 and len(d.symbols_since_table) >= _symbol_table_refresh():
         st.refresh_symbol_table()
         recent = sorted(ch.symbols)
+    # A changed symbol's trigger travels as its rank among the batch's triggers (an integer the
+    # per-account aggregation takes the greatest of, in a hash aggregation); the triggers
+    # themselves are a literal array the results look their rank up in.
+    ranked = sorted(sym_trig, key=lambda s: sym_trig[s].key())
+    rank = {s: i for i, s in enumerate(ranked)}
     sym_rows = []
     for s in recent:
         f = ch.symbols.get(s) or d.symbols[s]
         price, beta = f.effective()
         trig = sym_trig.get(s)
         sym_rows.append(
-            (s, price, beta, f.changed_ts, *f.house_columns(), trig is not None,
-             *((trig.event_us, trig.topic, trig.partition, trig.offset, trig.kafka_us,
-                trig.symbol, trig.account_id) if trig else (None,) * 7))
+            (s, price, beta, f.changed_ts, *f.house_columns(), trig is not None, rank.get(s),
+             trig.account_id if trig else None)
         )  # fmt: skip
-    recent_df = spark.createDataFrame(sym_rows, _RECENT_SCHEMA)
     assert st.symbol_table is not None
-    symbols = (
-        st.symbol_table.join(recent_df.select("symbol"), "symbol", "left_anti")
-        .select(
-            "*",
-            F.lit(False).alias("changed"),
-            *[F.lit(None).cast(t).alias(c) for c, t in _TRIG_COLUMNS],
-        )
-        .unionByName(recent_df)
+    table = st.symbol_table
+    if recent:  # a literal list, filtered in the scan of the cached table (no join)
+        table = table.where(F.expr(f"NOT symbol IN ({_sql_strings(recent)})"))
+    symbols = table.select(*plan.table_as_symbols).unionByName(
+        local_frame(spark, _SYMBOL_FIELDS, sym_rows)
     )
+    triggers = [_trigger_doc(sym_trig[s]) for s in ranked]
 
-    forced_rows = []
+    # The changes since the base, after this batch: one row per (account, symbol) moved, and one
+    # per account whose cash or own time moved; an account with fills or cash in this batch
+    # carries on that row the index of its newest own input in a literal array.
+    owned: List[Dict[str, Any]] = []
+    own_index: Dict[str, int] = {}
     for a in forced:
+        own_index[a] = len(owned)
         n = _newest(own[a])
-        forced_rows.append(
-            (a, n.event_us, n.topic, n.partition, n.offset, n.kafka_us, n.symbol,
-             n.correlation_id, len(own[a]))
-        )  # fmt: skip
-    forced_df = spark.createDataFrame(forced_rows, _FORCED_SCHEMA)
+        owned.append({**_trigger_doc(n), "correlation_id": n.correlation_id, "count": len(own[a])})
+    change_rows: List[Tuple[Any, ...]] = [
+        (a, s, q, None, None, None) for (a, s), q in after.positions.items()
+    ]
+    for a in set(after.cash) | set(after.own_ts):
+        change_rows.append(
+            (a, None, None, after.cash.get(a), after.own_ts.get(a), own_index.get(a))
+        )
+    changes = local_frame(spark, _CHANGE_FIELDS, change_rows)
 
     # One scan of the cached book: accounts with fills or cash, and holders of changed symbols.
     assert st.book is not None
@@ -477,84 +491,169 @@ def _outputs(
         conds.append(f"account_id IN ({_sql_strings(forced + delta_holders)})")
     if changed:
         conds.append(f"arrays_overlap(positions.symbol, array({_sql_strings(changed)}))")
-    hit = F.expr(" OR ".join(conds))
-    scan = st.book.where(hit).select(
-        "account_id", F.posexplode_outer("positions").alias("i", "p"), "cash", "last_ts"
+    hit = st.book.where(F.expr(" OR ".join(conds)))
+    scan = hit.select(*plan.book_explode).select(*plan.book_rows)
+    # Every row of an account in one partition: the netting by (account, symbol) and the
+    # per-account aggregation then need no further exchange.
+    rows = scan.unionByName(changes).repartition(plan.partitions, "account_id")
+    netted = rows.groupBy("account_id", "symbol").agg(*plan.netting)
+    joined = netted.join(symbols, "symbol", "left")
+    if plan.house_rates:  # the house rates in force for each row (see _house_columns)
+        joined = joined.select("*", *plan.house_rates)
+    priced = joined.select("*", *plan.kernel_rows)
+    per_account = priced.groupBy("account_id").agg(*plan.per_account).where(plan.affected)
+    margin = calc.kernel_finish(per_account, ctx.params, priced.where(plan.held_now))
+    looked_up = margin.select(
+        "*",
+        F.element_at(literal_array(owned, _OWN_TYPE), F.col("own_idx") + 1).alias("own"),
+        F.element_at(literal_array(triggers, _TRIGGER_TYPE), F.col("t_rank") + 1).alias(
+            "sym_newest"
+        ),
     )
+    out = looked_up.select("*", plan.newest).select(
+        *plan.out_columns, F.lit(batch_key).alias("batch_key")
+    )
+    observation = Observation(f"margin-batch-{time.monotonic_ns()}")
+    out = out.observe(observation, *plan.observed)
+    if ctx.history is not None:
+        out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        release.append(out)
+    results = out.select(plan.results).select("r.*")
+    return results.unionByName(rejected_df), observation, out
+
+
+@dataclass
+class _Plan:
+    """The column expressions of a micro-batch's third job, built once per parameters (an
+    expression costs a Py4J round trip per node to build, and every batch uses the same)."""
+
+    partitions: int
+    table_as_symbols: List[Column]
+    house_rates: List[Column]
+    book_explode: List[Column]
+    book_rows: List[Column]
+    netting: List[Column]
+    kernel_rows: List[Column]
+    per_account: List[Column]
+    affected: Column
+    held_now: Column
+    newest: Column
+    out_columns: List[Column]
+    observed: List[Column]
+    results: Column
+
+
+_PLANS: Dict[Tuple[MarginParams, int, int], _Plan] = {}
+
+
+def _shuffle_partitions(spark: SparkSession) -> int:
+    return int(spark.conf.get("spark.sql.shuffle.partitions") or 2)
+
+
+def _plan(p: MarginParams, partitions: int, house: int) -> _Plan:
+    key = (p, partitions, house)
+    if key not in _PLANS:
+        _PLANS[key] = _build_plan(p, partitions, house)
+    return _PLANS[key]
+
+
+# How a batch applies house entries: none anywhere (the kernel's plain rule); every holder's
+# entry is the one in force at its symbol's change time; some entry is dated after that.
+HOUSE_NONE, HOUSE_AT_CHANGE, HOUSE_AHEAD = 0, 1, 2
+
+
+def _house_mode(symbols: Dict[str, SymbolFacts]) -> int:
+    """The ``HOUSE_*`` mode of a batch whose symbols' facts are ``symbols``."""
+    mode = HOUSE_NONE
+    for f in symbols.values():
+        if f.house:
+            if f.house_ahead():
+                return HOUSE_AHEAD
+            mode = HOUSE_AT_CHANGE
+    return mode
+
+
+def _house_columns(house: int, calc_ts: Column) -> List[Column]:
+    """The position rows' house rates in force at their account's calculation time
+    (``calc_ts``, an aggregate over the account's rows), as ``calc.HOUSE_COLUMNS``.
+
+    Every holder of a symbol is calculated at or after the symbol's ``changed_ts``, so the entry
+    in force then (the table's ``h_*`` columns) is every holder's, unless an entry is dated after
+    it (a scheduled change: the table then carries ``h_entries``). Only then is the account's
+    time needed before its aggregation, as a window over its rows (which are in one partition
+    already: no exchange)."""
+    if house == HOUSE_NONE:
+        return []
+    pairs = [("h_long", "long_rate"), ("h_short", "short_rate"), ("h_nm", "non_marginable")]
+    rates = [F.col(c) for c, _ in pairs]
+    if house == HOUSE_AHEAD:
+        at = calc_ts.over(Window.partitionBy("account_id"))
+        entry = calc.house_in_force(F.col("h_entries"), at)
+        ahead = F.col("h_entries").isNotNull()
+        rates = [F.when(ahead, entry[k]).otherwise(F.col(c)) for c, k in pairs]
+    return [rates[i].alias(n) for i, n in enumerate(calc.HOUSE_COLUMNS)]
+
+
+def _build_plan(p: MarginParams, partitions: int, house: int) -> _Plan:
     first_row = F.col("i").isNull() | (F.col("i") == 0)  # carries the account's cash and time
-    rows = scan.select(
-        "account_id",
+    book_rows = [
+        F.col("account_id"),
         F.col("p.symbol").alias("symbol"),
         F.col("p.quantity").alias("quantity"),
         F.when(first_row, F.col("cash")).alias("cash"),
         F.when(first_row, F.col("last_ts")).alias("last_ts"),
-    ).unionByName(delta_frame(spark, after))
-    # Per (account, symbol): the net position (a row without a symbol carries only cash/time).
-    netted = rows.groupBy("account_id", "symbol").agg(
+        F.lit(None).cast("int").alias("own_idx"),
+    ]
+    # Per (account, symbol): the net position (a row without a symbol carries only cash/time,
+    # and for an account with fills or cash its newest own input: one such row per account).
+    netting = [
         F.sum("quantity").cast(QUANTITY_TYPE).alias("quantity"),
         F.sum("cash").cast(CASH_TYPE).alias("cash"),
         F.max("last_ts").alias("last_ts"),
-    )
+        F.max("own_idx").alias("own_idx"),
+    ]
     held_now = (
         F.col("symbol").isNotNull() & F.col("quantity").isNotNull() & (F.col("quantity") != 0)
     )
     # The account's calculation time (its result's timestamp, as aggregated below).
     calc_ts = F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts"))))
-    joined = _with_house(netted.join(symbols, "symbol", "left"), {**d.symbols, **ch.symbols},
-                         calc_ts)  # fmt: skip
-    priced = calc.kernel_rows(joined, ctx.params)
     held_changed = held_now & F.col("changed")
-    trig_col = F.struct(*[F.col(c) for c, _ in _TRIG_COLUMNS])
-    per_account = (
-        priced.groupBy("account_id")
-        .agg(
-            F.sum("cash").cast(CASH_TYPE).alias("cash"),
-            calc_ts.alias("ts_us"),
-            F.max(F.when(held_changed, trig_col)).alias("sym_newest"),
-            F.sum(
-                F.when(
-                    held_changed
-                    & (F.col("t_account").isNull() | (F.col("t_account") != F.col("account_id"))),
-                    1,
-                ).otherwise(0)
-            ).alias("sym_inputs"),
-            F.max(F.when(held_changed, True)).alias("holds_changed"),
-            F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
-            *calc.kernel_aggregates(held_now, ctx.params),
-        )
-        .join(forced_df, "account_id", "left")
-        .where(F.col("own_count").isNotNull() | F.col("holds_changed"))
-    )
-    margin = calc.kernel_finish(per_account, ctx.params, priced.where(held_now))
-    own_newest = F.struct(
-        F.col("o_event_us").alias("event_us"),
-        F.col("o_topic").alias("topic"),
-        F.col("o_partition").alias("partition"),
-        F.col("o_offset").alias("offset"),
-        F.col("o_kafka_us").alias("kafka_us"),
-        F.col("o_symbol").alias("symbol"),
-    )
-    sym_newest = F.struct(*[F.col("sym_newest")[c].alias(c[2:]) for c, _ in _TRIG_COLUMNS[:6]])
+    # Every aggregation buffer is a number, so both aggregations are hash aggregations.
+    per_account = [
+        F.sum("cash").cast(CASH_TYPE).alias("cash"),
+        calc_ts.alias("ts_us"),
+        F.max(F.when(held_changed, F.col("t_rank"))).alias("t_rank"),
+        F.sum(
+            F.when(
+                held_changed
+                & (F.col("t_account").isNull() | (F.col("t_account") != F.col("account_id"))),
+                1,
+            ).otherwise(0)
+        ).alias("sym_inputs"),
+        F.max(F.when(held_changed, True)).alias("holds_changed"),
+        F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
+        F.max("own_idx").alias("own_idx"),
+        *calc.kernel_aggregates(held_now, p),
+    ]
+    own_newest = F.struct(*[F.col(f"own.{c}").alias(c) for c, _ in _TRIGGER_FIELDS])
+    sym_newest = F.struct(*[F.col(f"sym_newest.{c}").alias(c) for c, _ in _TRIGGER_FIELDS])
     newest = (
-        F.when(F.col("o_event_us").isNull(), sym_newest)
+        F.when(F.col("own").isNull(), sym_newest)
         .when(F.col("sym_newest").isNull(), own_newest)
         .otherwise(F.greatest(own_newest, sym_newest))
     )
-    out = margin.select(
-        "*",
-        newest.alias("newest"),
-    ).select(
+    out_columns: List[Any] = [
         "account_id",
         "m",
         "scenarios_full",
         "worst_scenario",
         "worst_deficiency",
         "_positions",
-        F.greatest("ts_us", "o_event_us").alias("calc_us"),
-        iso(F.timestamp_micros(F.greatest("ts_us", "o_event_us"))).alias("timestamp"),
+        F.greatest("ts_us", "own.event_us").alias("calc_us"),
+        iso(F.timestamp_micros(F.greatest("ts_us", "own.event_us"))).alias("timestamp"),
         iso(F.timestamp_micros(F.col("newest.kafka_us"))).alias("origin_ts"),
         F.coalesce(
-            F.col("o_correlation_id"),
+            F.col("own.correlation_id"),
             F.concat_ws(
                 ":",
                 F.col("newest.topic"),
@@ -562,20 +661,9 @@ def _outputs(
                 iso(F.timestamp_micros(F.col("newest.event_us"))),
             ),
         ).alias("correlation_id"),
-        (F.coalesce("own_count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
-    )
-    observation = Observation(f"margin-batch-{time.monotonic_ns()}")
-    out = out.observe(
-        observation,
-        F.count(F.lit(1)).alias("accounts"),
-        F.sum("_positions").alias("positions"),
-    )
-    if ctx.history is not None:
-        out = out.persist(StorageLevel.MEMORY_AND_DISK)
-        release.append(out)
-
-    def event_id(topic: str) -> Column:
-        return _event_id(topic, batch_key)
+        (F.coalesce("own.count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
+    ]
+    event_id = _event_id
 
     tail = ["correlation_id", "origin_ts", "input_count"]
     margin_json = F.to_json(
@@ -617,63 +705,72 @@ def _outputs(
             headers.alias("headers"),
         )
 
-    results = out.select(
-        F.explode(
+    return _Plan(
+        partitions=partitions,
+        table_as_symbols=[
+            F.col("*"),
+            F.lit(False).alias("changed"),
+            F.lit(None).cast("int").alias("t_rank"),
+            F.lit(None).cast("string").alias("t_account"),
+        ],
+        book_explode=[
+            F.col("account_id"),
+            F.posexplode_outer("positions").alias("i", "p"),
+            F.col("cash"),
+            F.col("last_ts"),
+        ],
+        book_rows=book_rows,
+        house_rates=_house_columns(house, calc_ts),
+        netting=netting,
+        kernel_rows=calc.kernel_row_columns(p, house != HOUSE_NONE),
+        per_account=per_account,
+        affected=F.col("own_idx").isNotNull() | F.col("holds_changed"),
+        held_now=held_now,
+        newest=newest.alias("newest"),
+        out_columns=[F.col(c) if isinstance(c, str) else c for c in out_columns],
+        observed=[F.count(F.lit(1)).alias("accounts"), F.sum("_positions").alias("positions")],
+        results=F.explode(
             F.array(
                 result(names.TOPIC_MARGIN_CALC, margin_json),
                 result(names.TOPIC_STRESS, stress_json),
             )
         ).alias("r"),
-    ).select("r.*")
-    return results.unionByName(rejected_df), observation, out
+    )
 
 
-def _event_id(topic: str, batch_key: str) -> Column:
-    """A result's id: the same for the same account, topic and batch records (a replay)."""
-    key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.lit(batch_key))
+def _event_id(topic: str) -> Column:
+    """A result's id: the same for the same account, topic and batch records (a replay; the
+    rows carry their batch's key)."""
+    key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.col("batch_key"))
     return F.substring(F.sha2(key, 256), 1, 32)
 
 
-def _history_frames(results: DataFrame, batch_key: str) -> Dict[str, DataFrame]:
+def _history_frames(results: DataFrame) -> Dict[str, DataFrame]:
     """Each archive kind's rows of the per-account results, as the sink's records carry them."""
+    return {kind: results.select(*cols) for kind, cols in _history_columns().items()}
+
+
+@lru_cache(maxsize=1)
+def _history_columns() -> Dict[str, List[Column]]:
+    """Each archive kind's columns of the per-account results (built once, like the plan)."""
     common = {"account_id": F.col("account_id"), "correlation_id": F.col("correlation_id")}
     margin = {
         **common,
-        "event_id": _event_id(names.TOPIC_MARGIN_CALC, batch_key),
+        "event_id": _event_id(names.TOPIC_MARGIN_CALC),
         **{c: F.col("m")[c] for c in calc.MARGIN_COLUMNS},
     }
     stress = {
         **common,
-        "event_id": _event_id(names.TOPIC_STRESS, batch_key),
+        "event_id": _event_id(names.TOPIC_STRESS),
         "scenarios": calc.public_scenarios(F.col("scenarios_full")),
         "worst_scenario": F.col("worst_scenario"),
         "worst_deficiency": F.col("worst_deficiency"),
     }
     ts = F.col("calc_us")
     return {
-        archive.KIND_MARGIN: results.select(*archive_columns(archive.KIND_MARGIN, margin, ts)),
-        archive.KIND_STRESS: results.select(*archive_columns(archive.KIND_STRESS, stress, ts)),
+        archive.KIND_MARGIN: archive_columns(archive.KIND_MARGIN, margin, ts),
+        archive.KIND_STRESS: archive_columns(archive.KIND_STRESS, stress, ts),
     }
-
-
-def _with_house(rows: DataFrame, symbols: Dict[str, SymbolFacts], calc_ts: Column) -> DataFrame:
-    """The position rows with the house rates in force at their account's calculation time
-    (``calc_ts``, an aggregate over the account's rows), as ``calc.HOUSE_COLUMNS``.
-
-    Every holder of a symbol is calculated at or after the symbol's ``changed_ts``, so the entry
-    in force then (the table's ``h_*`` columns) is every holder's, unless an entry is dated after
-    it (a scheduled change: the table then carries ``h_entries``). Only then is the account's
-    time needed before its aggregation, as a window over its rows."""
-    if not any(f.house for f in symbols.values()):
-        return rows  # no house entries anywhere: the kernel's plain rule
-    pairs = [("h_long", "long_rate"), ("h_short", "short_rate"), ("h_nm", "non_marginable")]
-    rates = [F.col(c) for c, _ in pairs]
-    if any(f.house_ahead() for f in symbols.values()):
-        at = calc_ts.over(Window.partitionBy("account_id"))
-        entry = calc.house_in_force(F.col("h_entries"), at)
-        ahead = F.col("h_entries").isNotNull()
-        rates = [F.when(ahead, entry[k]).otherwise(F.col(c)) for c, k in pairs]
-    return rows.select("*", *[rates[i].alias(n) for i, n in enumerate(calc.HOUSE_COLUMNS)])
 
 
 def _sql_strings(values: List[str]) -> str:
@@ -687,25 +784,44 @@ def _symbol_table_refresh() -> int:
     return SYMBOL_TABLE_REFRESH
 
 
-_TRIG_COLUMNS = (
-    ("t_event_us", "long"),
-    ("t_topic", "string"),
-    ("t_partition", "int"),
-    ("t_offset", "long"),
-    ("t_kafka_us", "long"),
-    ("t_symbol", "string"),
-    ("t_account", "string"),
+# The symbol table's fields, and for a batch's own symbols whether the batch changed them.
+_SYMBOL_FIELDS = (
+    *SYMBOL_FIELDS,
+    ("changed", "boolean"),
+    ("t_rank", "int"),  # a changed symbol's rank among the batch's triggers
+    ("t_account", "string"),  # the account of a fill that changed it (not counted twice)
 )
-_RECENT_SCHEMA = f"{SYMBOL_SCHEMA}, changed boolean, " + ", ".join(
-    f"{c} {t}" for c, t in _TRIG_COLUMNS
+# The newest input behind a result, in the order results compare them (event time, topic,
+# partition, offset).
+_TRIGGER_FIELDS = (
+    ("event_us", "long"),
+    ("topic", "string"),
+    ("partition", "int"),
+    ("offset", "long"),
+    ("kafka_us", "long"),
+    ("symbol", "string"),
 )
-_FORCED_SCHEMA = (
-    "account_id string, o_event_us long, o_topic string, o_partition int, o_offset long, "
-    "o_kafka_us long, o_symbol string, o_correlation_id string, own_count int"
+_TRIGGER_TYPE = struct_type(_TRIGGER_FIELDS)
+# An account's newest own input (fill or cash) in the batch, and how many it had.
+_OWN_TYPE = struct_type((*_TRIGGER_FIELDS, ("correlation_id", "string"), ("count", "int")))
+_CHANGE_FIELDS = (
+    ("account_id", "string"),
+    ("symbol", "string"),
+    ("quantity", QUANTITY_TYPE),
+    ("cash", CASH_TYPE),
+    ("last_ts", "long"),
+    ("own_idx", "int"),
 )
-_OUTPUT_SCHEMA = (
-    "topic string, key string, value string, headers array<struct<key:string,value:binary>>"
+_OUTPUT_FIELDS = (
+    ("topic", "string"),
+    ("key", "string"),
+    ("value", "string"),
+    ("headers", "array<struct<key:string,value:binary>>"),
 )
+
+
+def _trigger_doc(t: _Trigger) -> Dict[str, Any]:
+    return {c: getattr(t, c) for c, _ in _TRIGGER_FIELDS}
 
 
 def _rejected_record(r: Any, reason: str) -> Tuple[Any, ...]:
@@ -724,4 +840,5 @@ def _rejected_record(r: Any, reason: str) -> Tuple[Any, ...]:
     key = (
         r["key_str"] if r["key_str"] is not None else f"{r['topic']}:{r['partition']}:{r['offset']}"
     )
-    return (names.TOPIC_REJECTED, key, value, [(names.HEADER_ORIGIN_TS, bytearray(at.encode()))])
+    header = {"key": names.HEADER_ORIGIN_TS, "value": at.encode()}
+    return (names.TOPIC_REJECTED, key, value, [header])

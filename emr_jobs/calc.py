@@ -13,6 +13,7 @@ No Python UDF, no per-account arrays of positions, no sorts or higher-order fold
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame
@@ -103,10 +104,13 @@ def house_in_force(entries: Column, at: Column) -> Column:
     return F.element_at(F.filter(entries, lambda e: e["as_of"] <= at), -1)
 
 
-def _house_rates(columns: Sequence[str]) -> Optional[HouseRateColumns]:
-    """The position rows' house rates (missing entry: 0, 0, marginable), if they carry them."""
-    if not set(HOUSE_COLUMNS) <= set(columns):
-        return None
+def has_house(columns: Sequence[str]) -> bool:
+    """Whether position rows with these columns carry the ``HOUSE_COLUMNS``."""
+    return set(HOUSE_COLUMNS) <= set(columns)
+
+
+def _house_rates() -> HouseRateColumns:
+    """The position rows' house rates (missing entry: 0, 0, marginable)."""
     zero = _lit(Decimal(0)).cast(RATE_TYPE)
     return (
         F.coalesce(F.col(HOUSE_LONG).cast(RATE_TYPE), zero),
@@ -130,12 +134,16 @@ def _shocked(price: Column, beta: Column, move: Decimal, mark: bool) -> Column:
     return F.greatest(_lit(Decimal(0)), price * (_lit(Decimal(1)) + beta * _lit(move)))
 
 
-def _term_columns(
-    p: MarginParams, stress: bool, house: Optional[HouseRateColumns] = None
-) -> List[Column]:
+# Column expressions are immutable and unresolved (columns by name), so one built expression
+# serves every DataFrame: building the kernel's ~1,000-node expression tree costs a Py4J round
+# trip per node, which a micro-batch would otherwise pay again each time. The key is hashable:
+# ``house`` says whether the rows carry the house columns (their names are fixed).
+@lru_cache(maxsize=16)
+def _term_columns(p: MarginParams, stress: bool, house: bool = False) -> List[Column]:
     """Per evaluation e, from a position row (quantity, price, beta): mv_e (signed market value)
-    and req_e (requirement before add-ons, with the ``house`` rates at every shocked price), all
-    decimal(38, RESULT_SCALE)."""
+    and req_e (requirement before add-ons, with the house rates of the ``HOUSE_COLUMNS`` at every
+    shocked price when ``house``), all decimal(38, RESULT_SCALE)."""
+    rates = _house_rates() if house else None
     q = F.col("quantity").cast(QUANTITY_TYPE)
     price = F.col("price").cast(PRICE_TYPE)
     beta = F.coalesce(F.col("beta").cast(BETA_TYPE), _lit(Decimal(1)))
@@ -143,14 +151,14 @@ def _term_columns(
     for suffix, move in _grid(p, stress):
         px = _shocked(price, beta, move, suffix == "m")
         cols.append(_money(q * px).alias(f"mv_{suffix}"))
-        cols.append(position_requirement(q, px, p, house).alias(f"req_{suffix}"))
+        cols.append(position_requirement(q, px, p, rates).alias(f"req_{suffix}"))
     return cols
 
 
 def _position_terms(positions: DataFrame, p: MarginParams, stress: bool) -> DataFrame:
     """account_id plus each evaluation's mv_e and req_e (see ``_term_columns``)."""
     return positions.where(F.col("quantity") != 0).select(
-        F.col("account_id"), *_term_columns(p, stress, _house_rates(positions.columns))
+        F.col("account_id"), *_term_columns(p, stress, has_house(positions.columns))
     )
 
 
@@ -251,13 +259,22 @@ def account_margin(
 def _finish(books: DataFrame, p: MarginParams, stress: bool, keep: Sequence[str] = ()) -> DataFrame:
     """From per-account ``cash`` and each evaluation's lmv/smv/req sums: ``m``, and with
     ``stress`` the grid, the worst scenario and its deficiency (``keep``: columns carried)."""
+    figures, result = _finish_columns(p, stress, tuple(keep))
+    return books.select("*", *figures).select(*result)
+
+
+@lru_cache(maxsize=16)
+def _finish_columns(
+    p: MarginParams, stress: bool, keep: Tuple[str, ...]
+) -> Tuple[List[Column], List[Column]]:
+    """``_finish``'s two projections: each evaluation's figures, then the result columns."""
     grid = _grid(p, stress)
     suffixes = [s for s, _ in grid]
     cash_col = F.col("cash")
-    books = books.select("*", *[c for x in suffixes for c in _figure_columns(cash_col, x)])
+    figures = [c for x in suffixes for c in _figure_columns(cash_col, x)]
     base = [F.col("account_id"), cash_col, *[F.col(k) for k in keep], _figures("m").alias("m")]
     if not stress:
-        return books.select(*base)
+        return figures, base
     rows = [
         F.struct(
             _lit(move).cast(MOVE_TYPE).alias("scenario"),
@@ -280,12 +297,12 @@ def _finish(books: DataFrame, p: MarginParams, stress: bool, keep: Sequence[str]
         for i, (x, move) in enumerate(grid[1:])
     ]
     worst = F.greatest(*keys) if len(keys) > 1 else keys[0]
-    return books.select(
+    return figures, [
         *base,
         F.array(*rows).alias("scenarios_full"),
         worst["scenario"].alias("worst_scenario"),
         worst["d"].alias("worst_deficiency"),
-    )
+    ]
 
 
 def compute_margin_df(positions_df: DataFrame, cash_df: DataFrame, p: MarginParams) -> DataFrame:
@@ -322,7 +339,13 @@ def public_scenarios(grid: Column) -> Column:
 def kernel_rows(rows: DataFrame, p: MarginParams) -> DataFrame:
     """``rows`` (with quantity, price, beta and optionally the ``HOUSE_COLUMNS``) plus every
     evaluation's position terms."""
-    return rows.select("*", *_term_columns(p, True, _house_rates(rows.columns)))
+    return rows.select("*", *kernel_row_columns(p, has_house(rows.columns)))
+
+
+def kernel_row_columns(p: MarginParams, house: bool = False) -> List[Column]:
+    """The columns ``kernel_rows`` adds, with the house rates when the rows carry the
+    ``HOUSE_COLUMNS`` (built once per parameters)."""
+    return _term_columns(p, True, house)
 
 
 def kernel_aggregates(held: Column, p: MarginParams) -> List[Column]:

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 
 from emr_jobs.batch import DEDUPE_HORIZON_HOURS, BatchStats, JobContext, process_batch
+from emr_jobs.frames import kafka_frame
 from emr_jobs.history import HistoryWriter
 from emr_jobs.kafka_io import SOURCE_TOPICS
 from emr_jobs.metrics import JobLog, MetricsWriter
-from emr_jobs.parse import KAFKA_BATCH_SCHEMA
 from emr_jobs.session import build_local_session
 from emr_jobs.state import COMPACT_EVERY, StateStore
 from margin_risk.params import MarginParams
@@ -85,6 +84,9 @@ class LocalMarginJob:
         # each, measured); a second client that never fetches answers them in milliseconds.
         self._meta = Consumer({"bootstrap.servers": bootstrap, "group.id": "margin-job-local-meta"})
         self._assigned: Optional[Offsets] = None
+        # The last committed batch and its end offsets, once read (or written) by this driver:
+        # reading them back lists every marker, which an idle poll would do many times a second.
+        self._last_commit: Optional[Tuple[int, Offsets]] = None
         # The last unplanned read: seconds spent reading, when it ended and how old its newest
         # record was then (a diagnostic for latency: see the e2e benchmark).
         self.last_read: Dict[str, float] = {}
@@ -109,6 +111,12 @@ class LocalMarginJob:
         self._assigned = dict(start)
 
     def _committed_offsets(self) -> Tuple[int, Offsets]:
+        if self._last_commit is None:
+            self._last_commit = self._read_committed_offsets()
+        last, offsets = self._last_commit
+        return last, dict(offsets)
+
+    def _read_committed_offsets(self) -> Tuple[int, Offsets]:
         last = self.state.last_committed()
         if last is None:
             return -1, {}
@@ -186,12 +194,12 @@ class LocalMarginJob:
                     m.topic(),
                     m.partition(),
                     m.offset(),
-                    datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc),
+                    ts_ms * 1000,
                     0,
                     list(m.headers() or []),
                 )
             )
-        return self.spark.createDataFrame(rows, KAFKA_BATCH_SCHEMA)
+        return kafka_frame(self.spark, rows)
 
     def pending(self) -> int:
         """Input records not yet in a committed batch: the broker's high watermarks minus the
@@ -251,7 +259,9 @@ class LocalMarginJob:
             self.log,
             self.history,
         )
+        self._last_commit = None  # until this batch is known committed
         stats = process_batch(self.spark, self._to_df(msgs), batch_id, ctx, {"offsets": end})
+        self._last_commit = (batch_id, dict(end))
         self.state.prune_plans(batch_id)
         return stats
 

@@ -19,6 +19,7 @@ SHIPPED_JOB_MODULES = (
     "batch.py",
     "book.py",
     "calc.py",
+    "frames.py",
     "history.py",
     "kafka_io.py",
     "metrics.py",

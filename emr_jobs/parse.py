@@ -8,6 +8,7 @@ non-negative prices, positive fill quantities, known sides).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Dict, List, Tuple
 
 from pyspark.sql import Column, DataFrame
@@ -182,46 +183,19 @@ def _reason(topic: str, j: Column, raw: Column, jt: Column) -> Column:
 
 def with_meta(batch_df: DataFrame) -> DataFrame:
     """Kafka columns renamed for joins: value as UTF-8 text, Kafka timestamp as ``kafka_ts``."""
-    return batch_df.select(
+    return batch_df.select(*_meta_columns())
+
+
+@lru_cache(maxsize=1)
+def _meta_columns() -> List[Column]:
+    return [
         F.col("topic"),
         F.col("partition").cast("int").alias("partition"),
         F.col("offset").cast("long").alias("offset"),
         F.col("timestamp").alias("kafka_ts"),
         F.col("key").cast("string").alias("key_str"),
         F.col("value").cast("string").alias("raw"),
-    )
-
-
-def parse_topic(records: DataFrame, topic: str) -> DataFrame:
-    """Typed rows of one topic plus ``reason`` (null when valid) and ``event_ts`` (timestamp)."""
-    opts = {"columnNameOfCorruptRecord": CORRUPT, "mode": "PERMISSIVE"}
-    parsed = (
-        records.where(F.col("topic") == topic)
-        .withColumn("j", F.from_json(F.col("raw"), _schema(topic), opts))
-        .withColumn("jt", F.from_json(F.col("raw"), _text_schema(topic), opts))
-    )
-    cols = [
-        (_wide(F.col("jt")[n]).cast(EXACT[n][0]) if t == D else F.col("j")[n]).alias(n)
-        for n, t, _ in TOPIC_FIELDS[topic]
     ]
-    return parsed.select(
-        *[F.col(m) for m in META],
-        "raw",
-        *cols,
-        _reason(topic, F.col("j"), F.col("raw"), F.col("jt")).alias("reason"),
-        F.col("j")[TS_FIELD[topic]].cast("timestamp").alias("event_ts"),
-    )
-
-
-def rejected_rows(records: DataFrame, parsed: Dict[str, DataFrame]) -> DataFrame:
-    """topic, partition, offset, kafka_ts, key_str, raw, reason: every record that failed."""
-    cols = [*META, "raw", "reason"]
-    out = records.where(~F.col("topic").isin(*TOPIC_FIELDS.keys())).select(
-        *[F.col(m) for m in META], "raw", F.lit("unknown_topic").alias("reason")
-    )
-    for df in parsed.values():
-        out = out.unionByName(df.where(F.col("reason").isNotNull()).select(*cols))
-    return out
 
 
 # The columns every topic's rows share in ``parse_batch`` (null where a topic has no such field).
@@ -236,14 +210,22 @@ def parse_batch(records: DataFrame) -> DataFrame:
     microseconds, and the raw text (a rejected.v1 record carries it). One pass over the records
     for all topics (each record parsed with its own topic's schema), so one Spark job reads the
     batch once and brings it to the driver."""
+    parsed, fields, out = _batch_columns()
+    return records.select(*parsed).select(*fields).select(*out)
+
+
+@lru_cache(maxsize=1)
+def _batch_columns() -> Tuple[List[Column], List[Column], List[Column]]:
+    """``parse_batch``'s three projections, built once: they hold no data of a batch, and
+    building them is a Py4J round trip per expression node (a few thousand)."""
     opts = {"columnNameOfCorruptRecord": CORRUPT, "mode": "PERMISSIVE"}
     topics = list(TOPIC_FIELDS)
     topic = F.col("topic")
     # First projection: each topic's parsed struct (null on other topics' records). Referenced
     # many times below; the optimizer keeps it materialised once rather than inlining the parse.
-    parsed = records.select(
+    parsed = [
         *[F.col(m) for m in META],
-        "raw",
+        F.col("raw"),
         *[
             F.when(topic == t, F.from_json(F.col("raw"), _schema(t), opts)).alias(f"_j{i}")
             for i, t in enumerate(topics)
@@ -252,7 +234,7 @@ def parse_batch(records: DataFrame) -> DataFrame:
             F.when(topic == t, F.from_json(F.col("raw"), _text_schema(t), opts)).alias(f"_t{i}")
             for i, t in enumerate(topics)
         ],
-    )
+    ]
 
     def by_topic(per_topic: Dict[str, Column], otherwise: Column) -> Column:
         expr = None
@@ -281,14 +263,19 @@ def parse_batch(records: DataFrame) -> DataFrame:
                 if f in {n for n, _, _ in TOPIC_FIELDS[t]}
             }
         cols.append(by_topic(sources, F.lit(None)).alias(f) if sources else F.lit(None).alias(f))
-    out = parsed.select(
-        *[F.col(m) for m in META], "raw", reason.alias("reason"), event_ts.alias("event_ts"), *cols
-    )
-    return out.select(
+    fields = [
         *[F.col(m) for m in META],
-        "raw",
-        "reason",
+        F.col("raw"),
+        reason.alias("reason"),
+        event_ts.alias("event_ts"),
+        *cols,
+    ]
+    out = [
+        *[F.col(m) for m in META],
+        F.col("raw"),
+        F.col("reason"),
         F.unix_micros("event_ts").alias("event_us"),
         F.unix_micros("kafka_ts").alias("kafka_us"),
-        *BATCH_FIELDS,
-    )
+        *[F.col(f) for f in BATCH_FIELDS],
+    ]
+    return parsed, fields, out

@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 
 from emr_jobs.book import BatchChanges, DriverBook, Horizon, SymbolFacts
 from emr_jobs.calc import HOUSE_ENTRIES_TYPE, RATE_TYPE
+from emr_jobs.frames import ddl, local_frame
 
 KEEP_COMMITTED = 3
 COMPACT_EVERY = 100
@@ -54,17 +55,34 @@ BETA_TYPE = "decimal(6,4)"
 CASH_TYPE = "decimal(38,8)"
 POSITION = f"struct<symbol:string,quantity:{QUANTITY_TYPE}>"
 # last_ts: epoch microseconds of the account's newest own input (see emr_jobs.book)
-BOOK_SCHEMA = f"account_id string, cash {CASH_TYPE}, last_ts long, positions array<{POSITION}>"
-DELTA_SCHEMA = (
-    f"account_id string, symbol string, quantity {QUANTITY_TYPE}, cash {CASH_TYPE}, last_ts long"
+BOOK_FIELDS = (
+    ("account_id", "string"),
+    ("cash", CASH_TYPE),
+    ("last_ts", "long"),
+    ("positions", f"array<{POSITION}>"),
+)
+BOOK_SCHEMA = ddl(BOOK_FIELDS)
+DELTA_FIELDS = (
+    ("account_id", "string"),
+    ("symbol", "string"),
+    ("quantity", QUANTITY_TYPE),
+    ("cash", CASH_TYPE),
+    ("last_ts", "long"),
 )
 # h_*: the house entry in force at changed_ts; h_entries: every entry, only when one is dated
 # after changed_ts (see emr_jobs.book.SymbolFacts.house_columns).
-SYMBOL_SCHEMA = (
-    f"symbol string, price {PRICE_TYPE}, beta {BETA_TYPE}, changed_ts long, "
-    f"h_long {RATE_TYPE}, h_short {RATE_TYPE}, h_nm boolean, h_entries {HOUSE_ENTRIES_TYPE}"
+SYMBOL_FIELDS = (
+    ("symbol", "string"),
+    ("price", PRICE_TYPE),
+    ("beta", BETA_TYPE),
+    ("changed_ts", "long"),
+    ("h_long", RATE_TYPE),
+    ("h_short", RATE_TYPE),
+    ("h_nm", "boolean"),
+    ("h_entries", HOUSE_ENTRIES_TYPE),
 )
 SEEN_SCHEMA = "kind string, id string, v long, hour long"
+SEEN_ID_FIELDS = (("kind", "string"), ("id", "string"), ("hour", "long"))
 
 
 class StateStore:
@@ -220,7 +238,13 @@ class StateStore:
     # --- the in-session state -------------------------------------------------------------------
     def ensure_current(self) -> None:
         """Make the session's state that of the last committed batch: on the first batch, after
-        a restart, or when a batch failed after its marker (the change is then read back)."""
+        a restart, or when a batch failed after its marker (the change is then read back).
+
+        Once loaded, the session is current unless a marker past its last batch appeared (a
+        batch that failed after writing it): one look, not a listing of every marker."""
+        known = self._loaded_upto
+        if known is not None and known >= 0 and not self._exists(f"commits/{known + 1}.json"):
+            return
         last = self.last_committed()
         if last != self._loaded_upto:
             self.recover(last)
@@ -253,7 +277,7 @@ class StateStore:
 
     def _read_book(self, base: Optional[int]) -> DataFrame:
         if base is None:
-            return self.spark.createDataFrame([], BOOK_SCHEMA)
+            return local_frame(self.spark, BOOK_FIELDS, [])
         return self.spark.read.schema(BOOK_SCHEMA).parquet(f"{self.root}/bases/{base}/book")
 
     def _read_seen(self) -> Optional[DataFrame]:
@@ -275,13 +299,14 @@ class StateStore:
                 df.unpersist(blocking=True)
 
     def refresh_symbol_table(self) -> None:
-        """Cache every symbol's effective price, beta and change time as one small table."""
+        """Cache every symbol's effective price, beta, change time and house columns as one
+        small table."""
         rows = []
         for s, f in self.driver.symbols.items():
             price, beta = f.effective()
             rows.append((s, price, beta, f.changed_ts, *f.house_columns()))
         old = self.symbol_table
-        self.symbol_table = _cached(self.spark.createDataFrame(rows, SYMBOL_SCHEMA))
+        self.symbol_table = _cached(local_frame(self.spark, SYMBOL_FIELDS, rows))
         self.driver.symbols_since_table = set()
         if old is not None:
             old.unpersist(blocking=True)
@@ -387,12 +412,12 @@ def _cached(df: DataFrame) -> DataFrame:
 
 
 def delta_frame(spark: SparkSession, d: DriverBook) -> DataFrame:
-    """The changes since the base as rows of ``DELTA_SCHEMA``: one per (account, symbol) moved,
+    """The changes since the base as rows of ``DELTA_FIELDS``: one per (account, symbol) moved,
     and one per account whose cash or own event time moved (symbol null)."""
     rows: List[Tuple[Any, ...]] = [(a, s, q, None, None) for (a, s), q in d.positions.items()]
     for a in set(d.cash) | set(d.own_ts):
         rows.append((a, None, None, d.cash.get(a), d.own_ts.get(a)))
-    return spark.createDataFrame(rows, DELTA_SCHEMA)
+    return local_frame(spark, DELTA_FIELDS, rows)
 
 
 def current_book(spark: SparkSession, base: Optional[DataFrame], d: DriverBook) -> DataFrame:

@@ -63,7 +63,7 @@ class SparkStage:
         from datetime import UTC, datetime
 
         from emr_jobs.batch import JobContext, process_batch
-        from emr_jobs.parse import KAFKA_BATCH_SCHEMA
+        from emr_jobs.frames import kafka_frame
         from emr_jobs.state import StateStore
         from margin_risk.tools.local.simulator import MarketSimulator
 
@@ -78,13 +78,13 @@ class SparkStage:
 
             ctx = JobContext(self.params, StateStore(spark, tmp), collect_only)
             for batch_id, step in enumerate(sim.steps[:steps]):
-                now = datetime.now(tz=UTC)
+                now_us = int(datetime.now(tz=UTC).timestamp() * 1_000_000)
                 rows: list[tuple[Any, ...]] = []
                 for r in step.records:
                     off = offsets.get(r.topic, 0)
                     offsets[r.topic] = off + 1
-                    rows.append((r.key.encode(), r.value, r.topic, 0, off, now, 0, []))
-                df = spark.createDataFrame(rows, KAFKA_BATCH_SCHEMA)
+                    rows.append((r.key.encode(), r.value, r.topic, 0, off, now_us, 0, []))
+                df = kafka_frame(spark, rows)
                 process_batch(spark, df, batch_id, ctx, {"offsets": {}})
         return time.monotonic() - started
 
