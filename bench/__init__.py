@@ -1,4 +1,4 @@
-"""Benchmarks of issue #8: margin kernels, the enforcement handler and the local pipeline.
+"""Benchmarks: margin kernels, the enforcement handler and the local pipeline.
 
 Run ``python -m bench [--quick] [--out PATH]``; docs/benchmarks.md explains every figure.
 """

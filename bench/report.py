@@ -1,7 +1,7 @@
 """The report: machine, versions, settings, results, targets; JSON on disk and a table on stdout.
 
 The JSON is nested by section (``report["kernel"]["numpy_pos_per_s"]``); ``report["headline"]``
-repeats the ten figures of issue #8 under their dotted names (``"kernel.numpy_pos_per_s"``).
+repeats the headline figures under their dotted names (``"kernel.numpy_pos_per_s"``).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _le(v: Any, t: float) -> bool | None:
 
 
 def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each target of issue #8: the measured value, the bound and whether it is met (None: not
+    """Each target: the measured value, the bound and whether it is met (None: not
     measured)."""
     k, e, x = r.get("kernel", {}), r.get("enforcement", {}), r.get("e2e", {})
     sp, xb = r.get("spark", {}), r.get("e2e_busy_core", {})

@@ -43,8 +43,7 @@ def build_local_session(
         .config("spark.driver.memory", "2g")
         # The whole local pipeline shares a few cores, so the driver JVM's CPU per micro-batch is
         # what bounds latency. The throughput collector spends less of it than G1 on these short-
-        # lived plan and row objects (measured on 5,000-record batches after 45 batches of
-        # warm-up: JVM CPU 4.1 -> 3.3 s per batch, batch 2.8 -> 2.5 s).
+        # lived plan and row objects (JVM CPU per warm batch, measured side by side).
         .config("spark.driver.extraJavaOptions", LOCAL_DRIVER_JAVA_OPTIONS)
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
     )
