@@ -4,49 +4,44 @@
 ``foreachBatch``) and for the local driver (records read from the local broker with
 confluent-kafka, shaped like the Kafka source's rows).
 
-A batch costs what changed, in at most four Spark jobs:
+A batch costs what changed, in at most four Spark jobs (the archive adds a write per kind). Its
+stages, in ``_apply_batch``'s order:
 
-1. parse and validate every record (one pass) and bring the rows to the driver, which places the
-   dedupe horizon, drops duplicates and works out the batch's changes: position and cash deltas,
-   symbol facts, the symbols whose effective price or beta changed, and the accounts with fills
-   or cash (all proportional to the batch);
-2. only when the batch has fill or cash ids: look them up among the ids applied before the base
-   snapshot (a filtered scan of the cached ids);
-3. the sink's job, with the broadcast of the symbol prices it joins (a job of its own): one scan
-   of the cached book for the accounts with fills or cash and every holder of a changed symbol,
-   merged with the changes since the base, exchanged once by account, through the margin and
-   stress kernel into the output records (plus the rejected records).
-
-The batch's own small frames (its symbols, changes and rejected records) are built in the JVM
-from one JSON text each (``emr_jobs.frames``), and the column expressions of the plans are built
-once per session: a batch's driver work is a few hundred Py4J calls, not thousands.
-
-Then the driver writes the batch's change log and its commit marker (proportional to the batch,
-not to the book); every so often a compaction writes a new base (see ``emr_jobs.state``).
+1. ``_parse`` (job 1): every record parsed and validated in one pass, brought to the driver;
+2. ``_deduplicate``: the dedupe horizon placed, then each fill or cash id's first record unless
+   applied since the base (driver) or, job 2 and only with fill or cash ids, before it (a filtered
+   scan of the cached ids);
+3. ``_own_changes``, ``_symbol_facts``, ``_symbol_changes``, ``_own_times`` (driver, exact
+   ``Decimal``, proportional to the batch): position and cash deltas, symbol facts, the symbols
+   whose effective price, beta or house entry in force changed and their triggers, each
+   account's own time;
+4. ``_emit``: the outputs (``emr_jobs.outputs``: one scan of the cached book for the accounts
+   with fills or cash and every holder of a changed symbol, merged with the changes since the
+   base, through the margin and stress kernel, plus the rejected records) to the sink, whose
+   job computes them with the broadcast of the symbol prices (a job of its own); with a history
+   writer, the same results to the archive;
+5. ``_commit``: the batch's change log and its commit marker (proportional to the batch, not to
+   the book); every so often a compaction writes a new base (see ``emr_jobs.state``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from emr_jobs import calc, parse
-from emr_jobs.book import BatchChanges, SymbolFacts
-from emr_jobs.frames import literal_array, local_frame, struct_type
-from emr_jobs.history import HistoryWriter, archive_columns
+from emr_jobs import parse
+from emr_jobs.book import BatchChanges, DriverBook, Horizon, SymbolFacts
+from emr_jobs.history import HistoryWriter
 from emr_jobs.metrics import JobLog, MetricsWriter, batch_metrics
-from emr_jobs.state import CASH_TYPE, QUANTITY_TYPE, SYMBOL_FIELDS, StateStore
-from margin_risk import archive, names
+from emr_jobs.outputs import Trigger, archive_frames, batch_outputs, iso_us, newest
+from emr_jobs.state import StateStore
+from margin_risk import names
 from margin_risk.params import MarginParams
 
 # outputs DataFrame columns: topic, key (string), value (JSON string), headers (Kafka sink shape)
@@ -92,21 +87,6 @@ class BatchStats:
     state_bytes: int = 0  # bytes of durable state the batch wrote (its change log and marker)
     compaction_s: float = 0.0  # seconds of a compaction after the batch (0: none)
     compaction_jobs: int = 0
-
-
-def iso(c: Column) -> Column:
-    """UTC ISO-8601 text with a Z, microseconds only when non-zero (session zone is UTC)."""
-    whole = F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss'Z'")
-    frac = F.date_format(c, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'")
-    return F.when(F.date_format(c, "SSSSSS") == "000000", whole).otherwise(frac)
-
-
-def iso_us(us: int) -> str:
-    """``iso`` in Python, for epoch microseconds."""
-    t = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
-    frac = us % 1_000_000
-    text = t.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{frac:06d}Z" if frac else f"{text}Z"
 
 
 def dec(x: Any) -> Decimal:
@@ -169,41 +149,6 @@ def process_batch(
     return stats
 
 
-@dataclass
-class _Trigger:
-    """The newest input behind a recalculation: ordered by (event time, topic, partition,
-    offset), like the records' own order."""
-
-    event_us: int
-    topic: str
-    partition: int
-    offset: int
-    kafka_us: int
-    symbol: Optional[str]
-    account_id: Optional[str] = None
-    correlation_id: Optional[str] = None
-
-    def key(self) -> Tuple[int, str, int, int]:
-        return (self.event_us, self.topic, self.partition, self.offset)
-
-
-def _trigger(r: Any) -> _Trigger:
-    return _Trigger(
-        int(r["event_us"]),
-        r["topic"],
-        int(r["partition"]),
-        int(r["offset"]),
-        int(r["kafka_us"]),
-        r["symbol"],
-        r["account_id"],
-        r["correlation_id"],
-    )
-
-
-def _newest(rows: List[Any]) -> _Trigger:
-    return max((_trigger(r) for r in rows), key=_Trigger.key)
-
-
 def _apply_batch(
     spark: SparkSession,
     batch_df: DataFrame,
@@ -211,10 +156,44 @@ def _apply_batch(
     ctx: JobContext,
     commit_extra: Optional[Dict[str, Any]],
 ) -> BatchStats:
+    """The batch's stages: parse (job 1), deduplicate (job 2, with fill or cash ids), the
+    changes and the symbols they move (driver), the outputs to the sink and the archive (the
+    sink's job), the log line, the commit."""
     st = ctx.state
-    book = st.driver
+    parsed = _parse(batch_df)
+    applied = _deduplicate(st, parsed.valid, ctx.dedupe_horizon_hours)
+    rejected = parsed.rejected + [(r, REASON_OLDER_THAN_HORIZON) for r in applied.too_old]
+    ch, own = _own_changes(applied)
+    facts, sym_records = _symbol_facts(parsed.valid, applied.fills)
+    sym_trig = _symbol_changes(st.driver, facts, sym_records, ch)
+    _own_times(st.driver, own, ch)
+    counts = _emit(spark, ctx, batch_id, parsed.batch_key, ch, own, sym_trig, rejected)
+    n_acc = int(counts.get("accounts") or 0)
+    if ctx.log is not None:
+        ctx.log.results_emitted(
+            batch_id,
+            n_acc,
+            [r["correlation_id"] for r in applied.fills + applied.cash],
+            [f"{t.topic}:{s}:{iso_us(t.event_us)}" for s, t in sym_trig.items()],
+        )
+    _commit(st, batch_id, ch, commit_extra)
+    return _stats(batch_id, parsed, rejected, applied, counts)
 
-    # --- job 1: every record parsed and validated, to the driver -------------------------------
+
+@dataclass
+class _Parsed:
+    """The batch's records on the driver, by validity (valid ones per topic, in (partition,
+    offset) order), and the batch key: the SHA-256 of its records' coordinates."""
+
+    count: int
+    per_topic: Dict[str, int]
+    batch_key: str
+    valid: Dict[str, List[Any]]
+    rejected: List[Tuple[Any, str]]
+
+
+def _parse(batch_df: DataFrame) -> _Parsed:
+    """Job 1: every record parsed and validated in one pass, to the driver."""
     rows = parse.parse_batch(parse.with_meta(batch_df)).collect()
     per_topic: Dict[str, int] = {}
     for r in rows:
@@ -229,53 +208,81 @@ def _apply_batch(
             rejected.append((r, r["reason"]))
         else:
             valid[r["topic"]].append(r)
+    return _Parsed(len(rows), per_topic, batch_key, valid, rejected)
 
-    # --- the dedupe horizon and duplicates -------------------------------------------------------
-    kinds = {names.TOPIC_FILLS: "fill", names.TOPIC_CASH: "cash"}
-    with_ids = [r for t in kinds for r in valid[t]]
+
+@dataclass
+class _Applied:
+    """The fill and cash records the batch applies, and the dedupe horizon after it."""
+
+    horizon: Horizon
+    rows: Dict[Tuple[str, str], Any]  # (kind, id) -> the first record of each id applied
+    fills: List[Any]  # in (partition, offset) order
+    cash: List[Any]
+    too_old: List[Any]  # fill and cash records behind the horizon (rejected)
+
+
+_KINDS = {names.TOPIC_FILLS: "fill", names.TOPIC_CASH: "cash"}
+
+
+def _deduplicate(st: StateStore, valid: Dict[str, List[Any]], horizon_hours: int) -> _Applied:
+    """The horizon placed by the batch's event hours, then each fill or cash id's first record
+    in the batch unless it was applied since the base (driver) or, job 2, before it."""
+    book = st.driver
+    with_ids = [r for t in _KINDS for r in valid[t]]
     hours = sorted({int(r["event_us"]) // HOUR_US for r in with_ids})
     arrival = max((int(r["kafka_us"]) // HOUR_US for r in with_ids), default=None)
-    horizon = book.horizon.advance(hours, arrival, ctx.dedupe_horizon_hours)
+    horizon = book.horizon.advance(hours, arrival, horizon_hours)
     first: Dict[Tuple[str, str], Any] = {}
-    for t, kind in kinds.items():
-        kept = []
+    too_old = []
+    for t, kind in _KINDS.items():
         for r in valid[t]:  # in (partition, offset) order
             if not horizon.remembers(int(r["event_us"]) // HOUR_US):
-                rejected.append((r, REASON_OLDER_THAN_HORIZON))
+                too_old.append(r)
                 continue
-            kept.append(r)
             first.setdefault((kind, r["id"]), r)
-        valid[t] = kept
     unseen = [k for k in first if not book.is_seen(k[0], k[1], horizon)]
-    # --- job 2 (only with fill or cash ids): ids applied before the base snapshot --------------
-    before_base = st.seen_ids(unseen)
-    applied_rows = {
+    before_base = st.seen_ids(unseen)  # job 2, only with fill or cash ids
+    applied = {
         k: r for k, r in first.items()
         if k in unseen and not (k in before_base and horizon.remembers(before_base[k]))
     }  # fmt: skip
-    fills = [r for (kind, _), r in applied_rows.items() if kind == "fill"]
-    cash = [r for (kind, _), r in applied_rows.items() if kind == "cash"]
-    fills.sort(key=lambda r: (r["partition"], r["offset"]))
-    cash.sort(key=lambda r: (r["partition"], r["offset"]))
+    by_kind = {
+        kind: sorted(
+            (r for (k, _), r in applied.items() if k == kind),
+            key=lambda r: (r["partition"], r["offset"]),
+        )
+        for kind in _KINDS.values()
+    }
+    return _Applied(horizon, applied, by_kind["fill"], by_kind["cash"], too_old)
 
-    # --- the batch's changes ---------------------------------------------------------------------
-    ch = BatchChanges(horizon=horizon)
+
+def _own_changes(applied: _Applied) -> Tuple[BatchChanges, Dict[str, List[Any]]]:
+    """Position and cash deltas of the applied fills and cash (exact), and each account's own
+    inputs."""
+    ch = BatchChanges(horizon=applied.horizon)
     own: Dict[str, List[Any]] = {}
-    for r in fills:
+    for r in applied.fills:
         q = dec(r["quantity"])
         signed = q if r["side"] in ("BUY", "COVER") else -q
         k = (r["account_id"], r["symbol"])
         ch.positions[k] = ch.positions.get(k, ZERO) + signed
         ch.cash[r["account_id"]] = ch.cash.get(r["account_id"], ZERO) - signed * dec(r["price"])
         own.setdefault(r["account_id"], []).append(r)
-    for r in cash:
+    for r in applied.cash:
         ch.cash[r["account_id"]] = ch.cash.get(r["account_id"], ZERO) + dec(r["amount"])
         own.setdefault(r["account_id"], []).append(r)
     ch.applied = [
-        (kind, r["id"], int(r["event_us"]) // HOUR_US) for (kind, _), r in applied_rows.items()
+        (kind, r["id"], int(r["event_us"]) // HOUR_US) for (kind, _), r in applied.rows.items()
     ]
+    return ch, own
 
-    # Symbol facts of the batch: the latest of each kind by (event time, partition, offset).
+
+def _symbol_facts(
+    valid: Dict[str, List[Any]], fills: List[Any]
+) -> Tuple[Dict[str, SymbolFacts], Dict[str, List[Any]]]:
+    """The batch's facts per symbol (the latest of each kind by (event time, partition, offset),
+    every house entry), and the records that may re-margin its holders."""
     facts: Dict[str, SymbolFacts] = {}
     sym_records: Dict[str, List[Any]] = {}
 
@@ -306,7 +313,18 @@ def _apply_batch(
         # (a result stamped in the future would make every later input look stale).
         if entry[0] <= entry[6]:
             sym_records.setdefault(r["symbol"], []).append(r)
-    sym_trig: Dict[str, _Trigger] = {}
+    return facts, sym_records
+
+
+def _symbol_changes(
+    book: DriverBook,
+    facts: Dict[str, SymbolFacts],
+    sym_records: Dict[str, List[Any]],
+    ch: BatchChanges,
+) -> Dict[str, Trigger]:
+    """Each symbol's facts after the batch (into ``ch``), and the newest input of each symbol
+    whose effective price or beta, or house entry in force at its own time, changed."""
+    sym_trig: Dict[str, Trigger] = {}
     for s, f in facts.items():
         old = book.symbols.get(s)
         new = (old or SymbolFacts()).merged(f)
@@ -316,11 +334,16 @@ def _apply_batch(
             or old.in_force_now() != new.in_force_now()
         )
         if moved and s in sym_records:
-            sym_trig[s] = _newest(sym_records[s])
+            sym_trig[s] = newest(sym_records[s])
             new.changed_ts = max(sym_trig[s].event_us, new.changed_ts or sym_trig[s].event_us)
         ch.symbols[s] = new
-    # An account's own newest time counts the price changes of the symbols its fills touched
-    # (a position it closes no longer carries its symbol's time into later results).
+    return sym_trig
+
+
+def _own_times(book: DriverBook, own: Dict[str, List[Any]], ch: BatchChanges) -> None:
+    """Each account's own newest time (into ``ch``): its inputs' and the last price changes of
+    the symbols its fills touched (a position it closes no longer carries its symbol's time
+    into later results)."""
     for a, recs in own.items():
         ts = [int(r["event_us"]) for r in recs]
         for r in recs:
@@ -329,48 +352,68 @@ def _apply_batch(
                 ts.append(old.changed_ts)
         ch.own_ts[a] = max(ts)
 
-    # --- job 3: margin and stress of the affected accounts, out to the sink ---------------------
+
+def _emit(
+    spark: SparkSession,
+    ctx: JobContext,
+    batch_id: int,
+    batch_key: str,
+    ch: BatchChanges,
+    own: Dict[str, List[Any]],
+    sym_trig: Dict[str, Trigger],
+    rejected: List[Tuple[Any, str]],
+) -> Dict[str, Any]:
+    """The outputs to the sink (its job computes them) and, with a history writer, the same
+    results to the archive, before the commit: a batch that fails after emitting is emitted and
+    archived again by its replay. Returns the observed counts."""
     release: List[DataFrame] = []
     try:
-        outputs, observation, results = _outputs(
-            spark, ctx, ch, own, sym_trig, rejected, batch_key, release
-        )
+        outputs, observation, results = batch_outputs(
+            spark, ctx.params, ctx.state, ch, own, sym_trig, rejected, batch_key, release,
+            keep_results=ctx.history is not None,
+        )  # fmt: skip
         ctx.sink(outputs, batch_id)
         counts = _observed(observation, outputs)
-        # The margin history: the results the sink just emitted (cached by its job), before the
-        # commit, so a batch that fails after emitting is archived again by its replay.
         if ctx.history is not None and results is not None:
-            ctx.history.write(_history_frames(results), batch_id, batch_key)
+            ctx.history.write(archive_frames(results), batch_id, batch_key)
     finally:
         for df in release:
             df.unpersist(blocking=True)
-    n_acc = int(counts.get("accounts") or 0)
-    if ctx.log is not None:
-        ctx.log.results_emitted(
-            batch_id,
-            n_acc,
-            [r["correlation_id"] for r in fills + cash],
-            [f"{t.topic}:{s}:{iso_us(t.event_us)}" for s, t in sym_trig.items()],
-        )
+    return counts
 
-    # --- durable state: the change log, then the commit marker ---------------------------------
+
+def _commit(
+    st: StateStore, batch_id: int, ch: BatchChanges, commit_extra: Optional[Dict[str, Any]]
+) -> None:
+    """Durable state: the change log, then the commit marker; then the session's state."""
     st.write_log(batch_id, ch)
     st.commit(batch_id, commit_extra)
     st.applied(batch_id, ch)
 
+
+def _stats(
+    batch_id: int,
+    parsed: _Parsed,
+    rejected: List[Tuple[Any, str]],
+    applied: _Applied,
+    counts: Dict[str, Any],
+) -> BatchStats:
     rejected_by_reason: Dict[str, int] = {}
     rejected_by_topic: Dict[str, int] = {}
     for r, reason in rejected:
         rejected_by_reason[reason] = rejected_by_reason.get(reason, 0) + 1
         rejected_by_topic[r["topic"]] = rejected_by_topic.get(r["topic"], 0) + 1
     accepted = {
-        t: n - rejected_by_topic.get(t, 0) for t, n in per_topic.items() if t in parse.TOPIC_FIELDS
+        t: n - rejected_by_topic.get(t, 0)
+        for t, n in parsed.per_topic.items()
+        if t in parse.TOPIC_FIELDS
     }
     dupes = accepted.get(names.TOPIC_FILLS, 0) + accepted.get(names.TOPIC_CASH, 0)
-    dupes -= len(fills) + len(cash)
+    dupes -= len(applied.fills) + len(applied.cash)
+    n_acc = int(counts.get("accounts") or 0)
     return BatchStats(
         batch_id=batch_id,
-        input_records=len(rows),
+        input_records=parsed.count,
         accepted=accepted,
         duplicates=dupes,
         rejected=rejected_by_reason,
@@ -399,446 +442,3 @@ def _observed(obs: Optional[Observation], outputs: DataFrame) -> Dict[str, Any]:
         return {k: metrics.get(k) for k in ("accounts", "positions")}
     n = outputs.where(F.col("topic") == names.TOPIC_MARGIN_CALC).count()
     return {"accounts": n, "positions": None}
-
-
-def _outputs(
-    spark: SparkSession,
-    ctx: JobContext,
-    ch: BatchChanges,
-    own: Dict[str, List[Any]],
-    sym_trig: Dict[str, _Trigger],
-    rejected: List[Tuple[Any, str]],
-    batch_key: str,
-    release: List[DataFrame],
-) -> Tuple[DataFrame, Optional[Observation], Optional[DataFrame]]:
-    """The batch's output records (results of every affected account, then the rejected
-    records), the observation that counts them while the sink writes them, and (when the
-    job archives its results) the per-account results, cached by the sink's job."""
-    st = ctx.state
-    d = st.driver
-    rejected_df = local_frame(
-        spark, _OUTPUT_FIELDS, [_rejected_record(r, reason) for r, reason in rejected]
-    )
-    if not own and not sym_trig:  # nothing to recalculate
-        return rejected_df, None, None
-    house = _house_mode({**d.symbols, **ch.symbols})
-    plan = _plan(ctx.params, _shuffle_partitions(spark), house)
-    # The book after this batch, as the changes since the base plus this batch's.
-    after = type(d)(positions=dict(d.positions), cash=dict(d.cash), own_ts=dict(d.own_ts))
-    for k, q in ch.positions.items():
-        after.positions[k] = after.positions.get(k, ZERO) + q
-    for a, c in ch.cash.items():
-        after.cash[a] = after.cash.get(a, ZERO) + c
-    for a, t in ch.own_ts.items():
-        after.own_ts[a] = max(t, after.own_ts.get(a, t))
-    changed = sorted(sym_trig)
-    forced = sorted(own)
-    # Accounts whose changed-symbol holdings came after the base are not found by the book scan.
-    delta_holders = sorted({a for (a, s) in after.positions if s in sym_trig} - set(forced))
-
-    # Symbols: the cached table, overridden by those changed since it was cached (this batch's
-    # changed symbols carry their trigger).
-    recent = sorted(d.symbols_since_table | set(ch.symbols))
-    if len(recent) > 0 and len(d.symbols_since_table) >= _symbol_table_refresh():
-        st.refresh_symbol_table()
-        recent = sorted(ch.symbols)
-    # A changed symbol's trigger travels as its rank among the batch's triggers (an integer the
-    # per-account aggregation takes the greatest of, in a hash aggregation); the triggers
-    # themselves are a literal array the results look their rank up in.
-    ranked = sorted(sym_trig, key=lambda s: sym_trig[s].key())
-    rank = {s: i for i, s in enumerate(ranked)}
-    sym_rows = []
-    for s in recent:
-        f = ch.symbols.get(s) or d.symbols[s]
-        price, beta = f.effective()
-        trig = sym_trig.get(s)
-        sym_rows.append(
-            (s, price, beta, f.changed_ts, *f.house_columns(), trig is not None, rank.get(s),
-             trig.account_id if trig else None)
-        )  # fmt: skip
-    assert st.symbol_table is not None
-    table = st.symbol_table
-    if recent:  # a literal list, filtered in the scan of the cached table (no join)
-        table = table.where(F.expr(f"NOT symbol IN ({_sql_strings(recent)})"))
-    symbols = table.select(*plan.table_as_symbols).unionByName(
-        local_frame(spark, _SYMBOL_FIELDS, sym_rows)
-    )
-    triggers = [_trigger_doc(sym_trig[s]) for s in ranked]
-
-    # The changes since the base, after this batch: one row per (account, symbol) moved, and one
-    # per account whose cash or own time moved; an account with fills or cash in this batch
-    # carries on that row the index of its newest own input in a literal array.
-    owned: List[Dict[str, Any]] = []
-    own_index: Dict[str, int] = {}
-    for a in forced:
-        own_index[a] = len(owned)
-        n = _newest(own[a])
-        owned.append({**_trigger_doc(n), "correlation_id": n.correlation_id, "count": len(own[a])})
-    change_rows: List[Tuple[Any, ...]] = [
-        (a, s, q, None, None, None) for (a, s), q in after.positions.items()
-    ]
-    for a in set(after.cash) | set(after.own_ts):
-        change_rows.append(
-            (a, None, None, after.cash.get(a), after.own_ts.get(a), own_index.get(a))
-        )
-    changes = local_frame(spark, _CHANGE_FIELDS, change_rows)
-
-    # One scan of the cached book: accounts with fills or cash, and holders of changed symbols.
-    assert st.book is not None
-    # The literals go to the JVM as one SQL text, not one call per value.
-    conds = []
-    if forced or delta_holders:
-        conds.append(f"account_id IN ({_sql_strings(forced + delta_holders)})")
-    if changed:
-        conds.append(f"arrays_overlap(positions.symbol, array({_sql_strings(changed)}))")
-    hit = st.book.where(F.expr(" OR ".join(conds)))
-    scan = hit.select(*plan.book_explode).select(*plan.book_rows)
-    # Every row of an account in one partition: the netting by (account, symbol) and the
-    # per-account aggregation then need no further exchange.
-    rows = scan.unionByName(changes).repartition(plan.partitions, "account_id")
-    netted = rows.groupBy("account_id", "symbol").agg(*plan.netting)
-    joined = netted.join(symbols, "symbol", "left")
-    if plan.house_rates:  # the house rates in force for each row (see _house_columns)
-        joined = joined.select("*", *plan.house_rates)
-    priced = joined.select("*", *plan.kernel_rows)
-    per_account = priced.groupBy("account_id").agg(*plan.per_account).where(plan.affected)
-    margin = calc.kernel_finish(per_account, ctx.params, priced.where(plan.held_now))
-    looked_up = margin.select(
-        "*",
-        F.element_at(literal_array(owned, _OWN_TYPE), F.col("own_idx") + 1).alias("own"),
-        F.element_at(literal_array(triggers, _TRIGGER_TYPE), F.col("t_rank") + 1).alias(
-            "sym_newest"
-        ),
-    )
-    out = looked_up.select("*", plan.newest).select(
-        *plan.out_columns, F.lit(batch_key).alias("batch_key")
-    )
-    observation = Observation(f"margin-batch-{time.monotonic_ns()}")
-    out = out.observe(observation, *plan.observed)
-    if ctx.history is not None:
-        out = out.persist(StorageLevel.MEMORY_AND_DISK)
-        release.append(out)
-    results = out.select(plan.results).select("r.*")
-    return results.unionByName(rejected_df), observation, out
-
-
-@dataclass
-class _Plan:
-    """The column expressions of a micro-batch's third job, built once per parameters (an
-    expression costs a Py4J round trip per node to build, and every batch uses the same)."""
-
-    partitions: int
-    table_as_symbols: List[Column]
-    house_rates: List[Column]
-    book_explode: List[Column]
-    book_rows: List[Column]
-    netting: List[Column]
-    kernel_rows: List[Column]
-    per_account: List[Column]
-    affected: Column
-    held_now: Column
-    newest: Column
-    out_columns: List[Column]
-    observed: List[Column]
-    results: Column
-
-
-_PLANS: Dict[Tuple[MarginParams, int, int], _Plan] = {}
-
-
-def _shuffle_partitions(spark: SparkSession) -> int:
-    return int(spark.conf.get("spark.sql.shuffle.partitions") or 2)
-
-
-def _plan(p: MarginParams, partitions: int, house: int) -> _Plan:
-    key = (p, partitions, house)
-    if key not in _PLANS:
-        _PLANS[key] = _build_plan(p, partitions, house)
-    return _PLANS[key]
-
-
-# How a batch applies house entries: none anywhere (the kernel's plain rule); every holder's
-# entry is the one in force at its symbol's change time; some entry is dated after that.
-HOUSE_NONE, HOUSE_AT_CHANGE, HOUSE_AHEAD = 0, 1, 2
-
-
-def _house_mode(symbols: Dict[str, SymbolFacts]) -> int:
-    """The ``HOUSE_*`` mode of a batch whose symbols' facts are ``symbols``."""
-    mode = HOUSE_NONE
-    for f in symbols.values():
-        if f.house:
-            if f.house_ahead():
-                return HOUSE_AHEAD
-            mode = HOUSE_AT_CHANGE
-    return mode
-
-
-def _house_columns(house: int, calc_ts: Column) -> List[Column]:
-    """The position rows' house rates in force at their account's calculation time
-    (``calc_ts``, an aggregate over the account's rows), as ``calc.HOUSE_COLUMNS``.
-
-    Every holder of a symbol is calculated at or after the symbol's ``changed_ts``, so the entry
-    in force then (the table's ``h_*`` columns) is every holder's, unless an entry is dated after
-    it (a scheduled change: the table then carries ``h_entries``). Only then is the account's
-    time needed before its aggregation, as a window over its rows (which are in one partition
-    already: no exchange)."""
-    if house == HOUSE_NONE:
-        return []
-    pairs = [("h_long", "long_rate"), ("h_short", "short_rate"), ("h_nm", "non_marginable")]
-    rates = [F.col(c) for c, _ in pairs]
-    if house == HOUSE_AHEAD:
-        at = calc_ts.over(Window.partitionBy("account_id"))
-        entry = calc.house_in_force(F.col("h_entries"), at)
-        ahead = F.col("h_entries").isNotNull()
-        rates = [F.when(ahead, entry[k]).otherwise(F.col(c)) for c, k in pairs]
-    return [rates[i].alias(n) for i, n in enumerate(calc.HOUSE_COLUMNS)]
-
-
-def _build_plan(p: MarginParams, partitions: int, house: int) -> _Plan:
-    first_row = F.col("i").isNull() | (F.col("i") == 0)  # carries the account's cash and time
-    book_rows = [
-        F.col("account_id"),
-        F.col("p.symbol").alias("symbol"),
-        F.col("p.quantity").alias("quantity"),
-        F.when(first_row, F.col("cash")).alias("cash"),
-        F.when(first_row, F.col("last_ts")).alias("last_ts"),
-        F.lit(None).cast("int").alias("own_idx"),
-    ]
-    # Per (account, symbol): the net position (a row without a symbol carries only cash/time,
-    # and for an account with fills or cash its newest own input: one such row per account).
-    netting = [
-        F.sum("quantity").cast(QUANTITY_TYPE).alias("quantity"),
-        F.sum("cash").cast(CASH_TYPE).alias("cash"),
-        F.max("last_ts").alias("last_ts"),
-        F.max("own_idx").alias("own_idx"),
-    ]
-    held_now = (
-        F.col("symbol").isNotNull() & F.col("quantity").isNotNull() & (F.col("quantity") != 0)
-    )
-    # The account's calculation time (its result's timestamp, as aggregated below).
-    calc_ts = F.max(F.greatest(F.col("last_ts"), F.when(held_now, F.col("changed_ts"))))
-    held_changed = held_now & F.col("changed")
-    # Every aggregation buffer is a number, so both aggregations are hash aggregations.
-    per_account = [
-        F.sum("cash").cast(CASH_TYPE).alias("cash"),
-        calc_ts.alias("ts_us"),
-        F.max(F.when(held_changed, F.col("t_rank"))).alias("t_rank"),
-        F.sum(
-            F.when(
-                held_changed
-                & (F.col("t_account").isNull() | (F.col("t_account") != F.col("account_id"))),
-                1,
-            ).otherwise(0)
-        ).alias("sym_inputs"),
-        F.max(F.when(held_changed, True)).alias("holds_changed"),
-        F.sum(F.when(held_now, 1).otherwise(0)).alias("_positions"),
-        F.max("own_idx").alias("own_idx"),
-        *calc.kernel_aggregates(held_now, p),
-    ]
-    own_newest = F.struct(*[F.col(f"own.{c}").alias(c) for c, _ in _TRIGGER_FIELDS])
-    sym_newest = F.struct(*[F.col(f"sym_newest.{c}").alias(c) for c, _ in _TRIGGER_FIELDS])
-    newest = (
-        F.when(F.col("own").isNull(), sym_newest)
-        .when(F.col("sym_newest").isNull(), own_newest)
-        .otherwise(F.greatest(own_newest, sym_newest))
-    )
-    out_columns: List[Any] = [
-        "account_id",
-        "m",
-        "scenarios_full",
-        "worst_scenario",
-        "worst_deficiency",
-        "_positions",
-        F.greatest("ts_us", "own.event_us").alias("calc_us"),
-        iso(F.timestamp_micros(F.greatest("ts_us", "own.event_us"))).alias("timestamp"),
-        iso(F.timestamp_micros(F.col("newest.kafka_us"))).alias("origin_ts"),
-        F.coalesce(
-            F.col("own.correlation_id"),
-            F.concat_ws(
-                ":",
-                F.col("newest.topic"),
-                F.col("newest.symbol"),
-                iso(F.timestamp_micros(F.col("newest.event_us"))),
-            ),
-        ).alias("correlation_id"),
-        (F.coalesce("own.count", F.lit(0)) + F.col("sym_inputs")).alias("input_count"),
-    ]
-    event_id = _event_id
-
-    tail = ["correlation_id", "origin_ts", "input_count"]
-    margin_json = F.to_json(
-        F.struct(
-            event_id(names.TOPIC_MARGIN_CALC).alias("event_id"),
-            "account_id",
-            "timestamp",
-            *[F.col("m")[c].alias(c) for c in calc.MARGIN_COLUMNS],
-            *tail,
-        )
-    )
-    stress_json = F.to_json(
-        F.struct(
-            event_id(names.TOPIC_STRESS).alias("event_id"),
-            "account_id",
-            "timestamp",
-            calc.public_scenarios(F.col("scenarios_full")).alias("scenarios"),
-            "worst_scenario",
-            "worst_deficiency",
-            *tail,
-        )
-    )
-    headers = F.array(
-        F.struct(
-            F.lit(names.HEADER_CORRELATION_ID).alias("key"),
-            F.encode(F.col("correlation_id"), "UTF-8").alias("value"),
-        ),
-        F.struct(
-            F.lit(names.HEADER_ORIGIN_TS).alias("key"),
-            F.encode(F.col("origin_ts"), "UTF-8").alias("value"),
-        ),
-    )
-
-    def result(topic: str, value: Column) -> Column:
-        return F.struct(
-            F.lit(topic).alias("topic"),
-            F.col("account_id").alias("key"),
-            value.alias("value"),
-            headers.alias("headers"),
-        )
-
-    return _Plan(
-        partitions=partitions,
-        table_as_symbols=[
-            F.col("*"),
-            F.lit(False).alias("changed"),
-            F.lit(None).cast("int").alias("t_rank"),
-            F.lit(None).cast("string").alias("t_account"),
-        ],
-        book_explode=[
-            F.col("account_id"),
-            F.posexplode_outer("positions").alias("i", "p"),
-            F.col("cash"),
-            F.col("last_ts"),
-        ],
-        book_rows=book_rows,
-        house_rates=_house_columns(house, calc_ts),
-        netting=netting,
-        kernel_rows=calc.kernel_row_columns(p, house != HOUSE_NONE),
-        per_account=per_account,
-        affected=F.col("own_idx").isNotNull() | F.col("holds_changed"),
-        held_now=held_now,
-        newest=newest.alias("newest"),
-        out_columns=[F.col(c) if isinstance(c, str) else c for c in out_columns],
-        observed=[F.count(F.lit(1)).alias("accounts"), F.sum("_positions").alias("positions")],
-        results=F.explode(
-            F.array(
-                result(names.TOPIC_MARGIN_CALC, margin_json),
-                result(names.TOPIC_STRESS, stress_json),
-            )
-        ).alias("r"),
-    )
-
-
-def _event_id(topic: str) -> Column:
-    """A result's id: the same for the same account, topic and batch records (a replay; the
-    rows carry their batch's key)."""
-    key = F.concat_ws("|", F.lit(topic), F.col("account_id"), F.col("batch_key"))
-    return F.substring(F.sha2(key, 256), 1, 32)
-
-
-def _history_frames(results: DataFrame) -> Dict[str, DataFrame]:
-    """Each archive kind's rows of the per-account results, as the sink's records carry them."""
-    return {kind: results.select(*cols) for kind, cols in _history_columns().items()}
-
-
-@lru_cache(maxsize=1)
-def _history_columns() -> Dict[str, List[Column]]:
-    """Each archive kind's columns of the per-account results (built once, like the plan)."""
-    common = {"account_id": F.col("account_id"), "correlation_id": F.col("correlation_id")}
-    margin = {
-        **common,
-        "event_id": _event_id(names.TOPIC_MARGIN_CALC),
-        **{c: F.col("m")[c] for c in calc.MARGIN_COLUMNS},
-    }
-    stress = {
-        **common,
-        "event_id": _event_id(names.TOPIC_STRESS),
-        "scenarios": calc.public_scenarios(F.col("scenarios_full")),
-        "worst_scenario": F.col("worst_scenario"),
-        "worst_deficiency": F.col("worst_deficiency"),
-    }
-    ts = F.col("calc_us")
-    return {
-        archive.KIND_MARGIN: archive_columns(archive.KIND_MARGIN, margin, ts),
-        archive.KIND_STRESS: archive_columns(archive.KIND_STRESS, stress, ts),
-    }
-
-
-def _sql_strings(values: List[str]) -> str:
-    """SQL string literals (quotes and backslashes escaped), comma-separated."""
-    return ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
-
-
-def _symbol_table_refresh() -> int:
-    from emr_jobs.state import SYMBOL_TABLE_REFRESH
-
-    return SYMBOL_TABLE_REFRESH
-
-
-# The symbol table's fields, and for a batch's own symbols whether the batch changed them.
-_SYMBOL_FIELDS = (
-    *SYMBOL_FIELDS,
-    ("changed", "boolean"),
-    ("t_rank", "int"),  # a changed symbol's rank among the batch's triggers
-    ("t_account", "string"),  # the account of a fill that changed it (not counted twice)
-)
-# The newest input behind a result, in the order results compare them (event time, topic,
-# partition, offset).
-_TRIGGER_FIELDS = (
-    ("event_us", "long"),
-    ("topic", "string"),
-    ("partition", "int"),
-    ("offset", "long"),
-    ("kafka_us", "long"),
-    ("symbol", "string"),
-)
-_TRIGGER_TYPE = struct_type(_TRIGGER_FIELDS)
-# An account's newest own input (fill or cash) in the batch, and how many it had.
-_OWN_TYPE = struct_type((*_TRIGGER_FIELDS, ("correlation_id", "string"), ("count", "int")))
-_CHANGE_FIELDS = (
-    ("account_id", "string"),
-    ("symbol", "string"),
-    ("quantity", QUANTITY_TYPE),
-    ("cash", CASH_TYPE),
-    ("last_ts", "long"),
-    ("own_idx", "int"),
-)
-_OUTPUT_FIELDS = (
-    ("topic", "string"),
-    ("key", "string"),
-    ("value", "string"),
-    ("headers", "array<struct<key:string,value:binary>>"),
-)
-
-
-def _trigger_doc(t: _Trigger) -> Dict[str, Any]:
-    return {c: getattr(t, c) for c, _ in _TRIGGER_FIELDS}
-
-
-def _rejected_record(r: Any, reason: str) -> Tuple[Any, ...]:
-    """A rejected.v1 record (the shape the job has always written; null fields left out)."""
-    at = iso_us(int(r["kafka_us"]))
-    body = {
-        "source_topic": r["topic"],
-        "partition": r["partition"],
-        "offset": r["offset"],
-        "key": r["key_str"],
-        "reason": reason,
-        "value": r["raw"],
-        "timestamp": at,
-    }
-    value = json.dumps({k: v for k, v in body.items() if v is not None}, separators=(",", ":"))
-    key = (
-        r["key_str"] if r["key_str"] is not None else f"{r['topic']}:{r['partition']}:{r['offset']}"
-    )
-    header = {"key": names.HEADER_ORIGIN_TS, "value": at.encode()}
-    return (names.TOPIC_REJECTED, key, value, [header])

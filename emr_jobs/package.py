@@ -23,6 +23,7 @@ SHIPPED_JOB_MODULES = (
     "history.py",
     "kafka_io.py",
     "metrics.py",
+    "outputs.py",
     "parse.py",
     "session.py",
     "state.py",

@@ -89,8 +89,10 @@ def test_batches_and_compactions_keep_only_the_current_state_cached(
     assert state.seen is not None and len(state.cached_frames()) == 3
     assert _only_the_state_is_cached(spark, state)
     for batch_id in range(2, 5):
-        _batch(spark, state, sink, batch_id=batch_id)
+        stats = _batch(spark, state, sink, batch_id=batch_id)
         assert _only_the_state_is_cached(spark, state)
+        # within the batch's four jobs: the parse, the base's ids, the symbol broadcast, the sink
+        assert 3 <= stats.spark_jobs <= 4
 
     # And a stopped job releases them all
     state.release()
