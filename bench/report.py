@@ -241,7 +241,7 @@ def table(r: dict[str, Any]) -> str:
         ]
         if k.get("spark_columnar_pos_per_s"):
             lines.append(
-                f"| kernel.spark_columnar_pos_per_s (diagnostic: no arrays/lambdas, local[2]) |"
+                f"| kernel.spark_columnar_pos_per_s (diagnostic: the kernel in doubles, local[2]) |"
                 f" {_fmt(k.get('spark_columnar_pos_per_s'))} |"
                 f" {ratio(k.get('spark_columnar_pos_per_s'))} |"
             )

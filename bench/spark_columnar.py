@@ -1,13 +1,13 @@
-"""Diagnostic Spark formulation for the kernel section (not shipped): how fast local[2] gets when
-the per-account arrays and higher-order functions are taken out.
+"""Diagnostic Spark formulation for the kernel section (not shipped): the job's columnar kernel
+in binary doubles instead of exact decimals, to show what exactness costs in Spark.
 
-The job (``emr_jobs.calc``) collects each account's positions into a symbol-sorted array and folds
-it with ``aggregate`` lambdas, which makes its sums bit-identical to the reference but costs a
-groupBy with ``collect_list`` + ``array_sort`` of structs and interpreted lambda calls per element.
-Here every position's terms for every price row are plain column expressions (whole-stage code
-generation) summed by a hash aggregate per account. Same rules, same per-position values; the sums
-are added in whatever order the aggregate meets the rows, so totals agree to the cent (barring an
-exact half-cent tie), not to the bit. Margin and stressed figures only (no worst-scenario pick).
+The job (``emr_jobs.calc.account_margin``) computes every position's terms at every price row as
+column expressions over ``decimal(38, 20)`` (no precision loss) and sums them per account in one
+hash aggregate. Here the same rules run as the same kind of expressions over doubles (whole-stage
+code generation on primitive arithmetic, where Spark's decimals are ``BigDecimal`` objects above
+18 digits). The sums are added in whatever order the aggregate meets the rows, so totals agree
+with the exact figures only up to float rounding. Margin and stressed figures only (no
+worst-scenario pick).
 """
 
 from __future__ import annotations
