@@ -46,6 +46,18 @@ def _frames(spark: SparkSession, books: list[Book]):  # type: ignore[no-untyped-
     return positions, cash
 
 
+def assert_same_stress(srow, table, account_id):  # type: ignore[no-untyped-def]
+    """Spark's stress row equals the core's table exactly; returns the core's worst scenario."""
+    for got_s, want_s in zip(srow["scenarios"], table, strict=True):
+        assert got_s["stressed_equity"] == want_s.result.equity
+        assert got_s["stressed_maintenance_req"] == want_s.result.maintenance_req
+        assert got_s["stressed_deficiency"] == want_s.result.deficiency
+    worst = worst_scenario(table)
+    assert srow["worst_scenario"] == worst.scenario, account_id
+    assert srow["worst_deficiency"] == worst.result.deficiency
+    return worst
+
+
 @PARAMETERS
 def test_margin_and_stress_match_reference_exactly(
     spark: SparkSession, params: MarginParams
@@ -71,13 +83,7 @@ def test_margin_and_stress_match_reference_exactly(
         table = stress_table(b.cash, b.holdings, params)
         srow = stress[b.account_id]
         assert [s["scenario"] for s in srow["scenarios"]] == list(params.scenarios)
-        for got_s, want_s in zip(srow["scenarios"], table, strict=True):
-            assert got_s["stressed_equity"] == want_s.result.equity
-            assert got_s["stressed_maintenance_req"] == want_s.result.maintenance_req
-            assert got_s["stressed_deficiency"] == want_s.result.deficiency
-        worst = worst_scenario(table)
-        assert srow["worst_scenario"] == worst.scenario, b.account_id
-        assert srow["worst_deficiency"] == worst.result.deficiency
+        worst = assert_same_stress(srow, table, b.account_id)
         breached += worst.result.deficiency > 0
         floored += any(h.price * (1 + h.beta * s) < 0 for h in b.holdings for s in params.scenarios)
     # And the generated book really exercises the interesting cases
@@ -218,13 +224,7 @@ def test_house_entries_in_force_at_the_calculation_time_match_the_core_exactly(
             assert got[field] == getattr(ref, field), (b.account_id, field)
         table = stress_table(b.cash, b.holdings, params, house=house)
         srow = stress[b.account_id]
-        for got_s, want_s in zip(srow["scenarios"], table, strict=True):
-            assert got_s["stressed_equity"] == want_s.result.equity
-            assert got_s["stressed_maintenance_req"] == want_s.result.maintenance_req
-            assert got_s["stressed_deficiency"] == want_s.result.deficiency
-        worst = worst_scenario(table)
-        assert srow["worst_scenario"] == worst.scenario, b.account_id
-        assert srow["worst_deficiency"] == worst.result.deficiency
+        assert_same_stress(srow, table, b.account_id)
         plain = compute_margin(b.cash, b.holdings, params)
         raised += ref.maintenance_req > plain.maintenance_req
         every = book_of_entries.in_force(T0 + timedelta(days=1))
