@@ -34,9 +34,13 @@ RESULT_TOPICS: Final = (TOPIC_MARGIN_CALC, TOPIC_STRESS)
 DECISION_TOPICS: Final = (TOPIC_MARGIN_CALLS, TOPIC_RESTRICTIONS, TOPIC_LIQUIDATIONS)
 # What the enforcement function reads: the Spark job's results and the risk desk's actions.
 ENFORCEMENT_INPUT_TOPICS: Final = (*RESULT_TOPICS, TOPIC_DESK_ACTIONS)
-# Everything upstream systems write (the producer policy grants exactly these).
-UPSTREAM_TOPICS: Final = (*INPUT_TOPICS, TOPIC_HOUSE_REQUIREMENTS, TOPIC_DESK_ACTIONS)
-ALL_TOPICS: Final = UPSTREAM_TOPICS + RESULT_TOPICS + DECISION_TOPICS + (TOPIC_REJECTED,)
+# What upstream systems write (the upstream producer policy grants exactly these), and what the
+# risk desk writes (its own policy: whoever may publish a desk action is a desk principal only).
+UPSTREAM_TOPICS: Final = (*INPUT_TOPICS, TOPIC_HOUSE_REQUIREMENTS)
+DESK_TOPICS: Final = (TOPIC_DESK_ACTIONS,)
+ALL_TOPICS: Final = (
+    UPSTREAM_TOPICS + DESK_TOPICS + RESULT_TOPICS + DECISION_TOPICS + (TOPIC_REJECTED,)
+)
 
 # Kafka record headers that carry tracing context from the producer through Spark to the Lambda.
 HEADER_CORRELATION_ID: Final = "correlation_id"
@@ -59,6 +63,7 @@ AUDIT_PREFIX: Final = "audit/"
 # Records the enforcement function rejected (JSON lines: raw record + reason), same bucket.
 REJECTED_PREFIX: Final = "rejected/"
 UPSTREAM_PRODUCER_POLICY: Final = f"{PROJECT}-upstream-producer"
+DESK_PRODUCER_POLICY: Final = f"{PROJECT}-desk-producer"
 # Margin history: every margin.calc.v1 and stress.beta_spy.v1 result, as Parquet in the data
 # bucket (layout and columns: margin_risk.archive), queried by Athena and replayed by `backtest`.
 HISTORY_PREFIX: Final = "history/"

@@ -226,20 +226,26 @@ class BootstrapBrokers(Construct):
         )
 
 
-class UpstreamProducerPolicy(Construct):
-    """The managed policy upstream systems (order management, market data, treasury, the risk
-    desk) attach to the role or user that publishes their topics: connect, and write exactly
-    `names.UPSTREAM_TOPICS` with an idempotent producer, nothing else on the cluster."""
+class ProducerPolicy(Construct):
+    """A managed policy a producer attaches to the role or user that publishes: connect, and
+    write exactly ``topics`` with an idempotent producer, nothing else on the cluster."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, cluster: KafkaClusterRef, env: str
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: KafkaClusterRef,
+        name: str,
+        topics: tuple[str, ...],
+        description: str,
     ) -> None:
         super().__init__(scope, construct_id)
         self.policy = iam.ManagedPolicy(
             self,
             "Policy",
-            managed_policy_name=f"{names.UPSTREAM_PRODUCER_POLICY}-{env}",
-            description="Write the margin-risk input topics (MSK IAM auth, idempotent producer)",
+            managed_policy_name=name,
+            description=description,
             statements=[
                 iam.PolicyStatement(
                     actions=["kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"],
@@ -247,7 +253,7 @@ class UpstreamProducerPolicy(Construct):
                 ),
                 iam.PolicyStatement(
                     actions=["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"],
-                    resources=[cluster.topic_arn(t) for t in names.UPSTREAM_TOPICS],
+                    resources=[cluster.topic_arn(t) for t in topics],
                 ),
             ],
         )
@@ -266,13 +272,32 @@ class StreamingStack(cdk.Stack):
             self, "BootstrapBrokers", cluster_arn=self.kafka.cluster.attr_arn
         )
         self.cluster_ref = self.kafka.ref
-        self.producer = UpstreamProducerPolicy(
-            self, "UpstreamProducer", cluster=self.cluster_ref, env=config.name
+        # Upstream systems (order management, market data, treasury, the house-requirements
+        # tool) and the risk desk get separate policies: a market-data producer cannot publish
+        # a desk action, whose operator field the enforcement records as the one who acted.
+        self.producer = ProducerPolicy(
+            self,
+            "UpstreamProducer",
+            cluster=self.cluster_ref,
+            name=f"{names.UPSTREAM_PRODUCER_POLICY}-{config.name}",
+            topics=names.UPSTREAM_TOPICS,
+            description="Write the margin-risk input topics (MSK IAM auth, idempotent producer)",
+        )
+        self.desk_producer = ProducerPolicy(
+            self,
+            "DeskProducer",
+            cluster=self.cluster_ref,
+            name=f"{names.DESK_PRODUCER_POLICY}-{config.name}",
+            topics=names.DESK_TOPICS,
+            description="Publish the risk desk's actions on margin calls (desk.actions.v1 only)",
         )
         cdk.CfnOutput(self, "ClusterArn", value=self.kafka.cluster.attr_arn)
         cdk.CfnOutput(self, "BootstrapServers", value=self.bootstrap.bootstrap_servers)
         cdk.CfnOutput(
             self, "UpstreamProducerPolicyArn", value=self.producer.policy.managed_policy_arn
+        )
+        cdk.CfnOutput(
+            self, "DeskProducerPolicyArn", value=self.desk_producer.policy.managed_policy_arn
         )
         acknowledge(
             self,

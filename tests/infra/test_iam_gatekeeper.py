@@ -9,7 +9,8 @@ action the policy grants is needed by one of them (least privilege).
   file-system operations mapped to S3 requests: the job cannot run against S3 here), the margin
   history's Parquet files it adds under theirs, its Kafka clients, what EMR Serverless does with
   the role (fetch the code, ship the driver's logs).
-* The upstream producer policy: writes exactly the input topics.
+* The producer policies: upstream systems write exactly the input topics, the risk desk
+  exactly desk.actions.v1.
 
 KMS statements are checked for being present where a request needs the key (S3 and SNS
 document which KMS actions a request makes); which actions DynamoDB makes on a customer managed
@@ -363,32 +364,53 @@ def test_the_evaluator_refuses_what_iam_refuses() -> None:
     assert unused(st, []) == ["s3:Get* on arn:aws:s3:::b/p/* (t)"]
 
 
-# --- Upstream producers --------------------------------------------------------------------------
-def producer_statements(t: Templates) -> list[Statement]:
-    ((stack, lid, policy),) = list(t.find("Streaming", "AWS::IAM::ManagedPolicy"))
-    assert policy["Properties"]["ManagedPolicyName"] == f"{names.UPSTREAM_PRODUCER_POLICY}-{t.env}"
+# --- Producers --------------------------------------------------------------------------------
+def producer_statements(t: Templates, name: str) -> list[Statement]:
+    policies = [
+        (stack, lid, policy)
+        for stack, lid, policy in t.find("Streaming", "AWS::IAM::ManagedPolicy")
+        if policy["Properties"]["ManagedPolicyName"] == f"{name}-{t.env}"
+    ]
+    ((stack, lid, policy),) = policies
     return t.document(stack, policy["Properties"]["PolicyDocument"], lid)
 
 
+def assert_writes_exactly(
+    t: Templates, statements: list[Statement], topics: tuple[str, ...]
+) -> None:
+    check(statements, kafka_producer(topics))
+    for topic in sorted(set(names.ALL_TOPICS) - set(topics)):
+        assert not allowed(statements, Request.of("kafka-cluster:WriteData", topic_arn(topic)))
+    for topic in topics:
+        assert not allowed(statements, Request.of("kafka-cluster:ReadData", topic_arn(topic)))
+    # ... and every topic it may write exists on the cluster
+    created = {r["Properties"]["TopicName"] for _, _, r in t.find("Streaming", "AWS::MSK::Topic")}
+    assert set(topics) <= created
+
+
 @pytest.mark.parametrize("env", ENVS)
-def test_upstream_producer_policy_writes_exactly_the_six_input_topics(
+def test_upstream_producer_policy_writes_exactly_the_five_input_topics(
     synth: Synth, env: str
 ) -> None:
     t = Templates(synth.templates, env)
-    statements = producer_statements(t)
+    statements = producer_statements(t, names.UPSTREAM_PRODUCER_POLICY)
     assert names.UPSTREAM_TOPICS == (
         "fills.v1",
         "prices.v1",
         "cash.v1",
         "betas.v1",
         "house.requirements.v1",
-        "desk.actions.v1",
     )
-    check(statements, kafka_producer(names.UPSTREAM_TOPICS))
-    for topic in sorted(set(names.ALL_TOPICS) - set(names.UPSTREAM_TOPICS)):
-        assert not allowed(statements, Request.of("kafka-cluster:WriteData", topic_arn(topic)))
-    for topic in names.UPSTREAM_TOPICS:
-        assert not allowed(statements, Request.of("kafka-cluster:ReadData", topic_arn(topic)))
-    # ... and every topic it may write exists on the cluster
-    created = {r["Properties"]["TopicName"] for _, _, r in t.find("Streaming", "AWS::MSK::Topic")}
-    assert set(names.UPSTREAM_TOPICS) <= created
+    assert_writes_exactly(t, statements, names.UPSTREAM_TOPICS)
+    # a market-data or order system cannot speak for the risk desk
+    assert not allowed(
+        statements, Request.of("kafka-cluster:WriteData", topic_arn(names.TOPIC_DESK_ACTIONS))
+    )
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_desk_producer_policy_writes_only_desk_actions(synth: Synth, env: str) -> None:
+    t = Templates(synth.templates, env)
+    statements = producer_statements(t, names.DESK_PRODUCER_POLICY)
+    assert names.DESK_TOPICS == ("desk.actions.v1",)
+    assert_writes_exactly(t, statements, names.DESK_TOPICS)
