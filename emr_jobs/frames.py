@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -84,10 +85,39 @@ def _plain(v: Any, shape: Shape) -> Any:
     if isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, Decimal):
+        _check_fits(v, inner)
         return str(v)
     if isinstance(v, (bytes, bytearray)):
         return base64.b64encode(bytes(v)).decode("ascii")
     raise TypeError(f"cannot send a {type(v).__name__} to a local frame exactly")
+
+
+@lru_cache(maxsize=64)
+def _decimal_bounds(spark_type: str) -> Optional[Tuple[int, int]]:
+    """(precision, scale) of a ``decimal(p,s)`` type, else None."""
+    m = re.fullmatch(r"decimal\((\d+),\s*(\d+)\)", spark_type)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _check_fits(v: Decimal, spark_type: str) -> None:
+    """Spark's JSON reader rounds a number with more places than its decimal type holds, and
+    nulls one too large: refuse either here, so a value never changes on its way to the JVM."""
+    bounds = _decimal_bounds(spark_type)
+    if bounds is None:
+        return
+    precision, scale = bounds
+    if not v.is_finite():
+        raise ValueError(f"{v} is not a finite number for {spark_type}")
+    if _exponent(v) < -scale and _exponent(v.normalize()) < -scale:
+        raise ValueError(f"{v} has more than {scale} decimal places for {spark_type}")
+    if v and v.adjusted() >= precision - scale:
+        raise ValueError(f"{v} has more than {precision - scale} integer digits for {spark_type}")
+
+
+def _exponent(v: Decimal) -> int:
+    exponent = v.as_tuple().exponent
+    assert isinstance(exponent, int)  # a finite number's
+    return exponent
 
 
 def struct_type(fields: Fields) -> str:

@@ -67,6 +67,15 @@ def test_values_that_cannot_travel_exactly_are_refused(spark: SparkSession) -> N
     # An entry with a missing field is not a struct of the type
     with pytest.raises(TypeError, match="not a struct of 4 fields"):
         local_frame(spark, fields, [("X", [(1, D("0.5"), D(0))])])
+    # A decimal the column would round or overflow (Spark's reader would change it silently)
+    with pytest.raises(ValueError, match="more than 4 decimal places"):
+        local_frame(spark, (("x", "decimal(6,4)"),), [(D("0.12345"),)])
+    with pytest.raises(ValueError, match="more than 2 integer digits"):
+        local_frame(spark, (("x", "decimal(6,4)"),), [(D("123.5"),)])
+    with pytest.raises(ValueError, match="more than 4 decimal places"):
+        local_frame(spark, fields, [("X", [(1, D("0.123456"), D(0), False)])])
+    # ... while trailing zeros beyond the scale are the same number
+    assert local_frame(spark, (("x", "decimal(6,4)"),), [(D("1.500000"),)]).first()[0] == D("1.5")
     # A row of the wrong width
     with pytest.raises(ValueError, match="a row of 1 values for 2 fields"):
         local_frame(spark, fields, [("X",)])
