@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -110,10 +110,12 @@ class _Feed:
         self.n = 0
         self.offset = 0
 
-    def batch(self, spark: Any, minute: int) -> Any:
+    def batch(self, spark: Any, number: int) -> Any:
         from emr_jobs.frames import kafka_frame
 
-        at = T0.replace(minute=30 + minute % 29, second=minute // 29 % 60)
+        # Event time moves forward with every batch, so every batch's ticks are newer than the
+        # symbols' last ones and re-margin their holders (a tick older than the last is stale).
+        at = T0 + timedelta(seconds=10 * number)
         ts = at.strftime("%Y-%m-%dT%H:%M:%SZ")
         rows = []
         for _ in range(self.s.fills):
