@@ -19,7 +19,7 @@ from typing import IO
 from pydantic import BaseModel, ValidationError
 
 from margin_risk import names, untrusted
-from margin_risk.enforcement import AccountState
+from margin_risk.enforcement import AccountState, close_call
 from margin_risk.models import DECISION_ORDER, AuditEvent, describe_error
 from margin_risk.money import cents, dumps
 
@@ -140,12 +140,7 @@ def rebuild_state(events: Iterable[AuditEvent]) -> dict[str, EnforcementView]:
             v.call_deadline_extended_to = _timestamp(getattr(e.details, "until", None))
         elif e.event_type in (names.EVENT_MARGIN_CALL_MET, names.EVENT_MARGIN_CALL_WAIVED):
             v.calls_waived += e.event_type == names.EVENT_MARGIN_CALL_WAIVED
-            v.call_open = False
-            v.call_amount = None
-            v.call_issued_at = None
-            v.call_deadline_extended_to = None
-            v.restricted = False
-            v.liquidation_triggered = False
+            close_call(v)
     return views
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -255,7 +256,7 @@ def _cure(m: MarginPath, e: MarginCalc, policy: PolicyParams) -> AuditEvent | No
     if not m.call_open or e.deficiency != 0:
         return None
     was_restricted = m.restricted
-    _close_call(m)
+    close_call(m)
     return _decision(
         e,
         names.EVENT_MARGIN_CALL_MET,
@@ -285,8 +286,20 @@ def call_deadline(m: MarginPath, policy: PolicyParams) -> datetime | None:
     return m.call_issued_at + timedelta(seconds=policy.call_deadline_seconds)
 
 
-def _close_call(m: MarginPath) -> None:
-    """Met or waived: the call, its deadline, a restriction and the liquidation step all reset."""
+class OpenCall(Protocol):
+    """The call fields an account's margin path and its audit-rebuilt view share."""
+
+    call_open: bool
+    call_amount: Decimal | None
+    call_issued_at: datetime | None
+    call_deadline_extended_to: datetime | None
+    restricted: bool
+    liquidation_triggered: bool
+
+
+def close_call(m: OpenCall) -> None:
+    """Met or waived: the call, its deadline, a restriction and the liquidation step all reset
+    (the state machine and the rebuild from the audit trail apply the same rule)."""
     m.call_open = False
     m.call_amount = None
     m.call_issued_at = None
@@ -335,7 +348,7 @@ def _apply_desk(
         decision = _desk_decision(
             a, names.EVENT_MARGIN_CALL_WAIVED, m, restriction_lifted=was_restricted
         )
-        _close_call(m)
+        close_call(m)
         return [decision]
     until = a.until
     if until is None:  # the model requires it; kept for the type checker
