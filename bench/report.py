@@ -115,85 +115,60 @@ def _le(v: Any, t: float) -> bool | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v <= t)
 
 
+def _at_most(v: Any, bound: float, scale: float = 1.0) -> dict[str, Any]:
+    """A target ``v <= bound`` (``v / scale`` compared: milliseconds against seconds)."""
+    return {"value": v, "met": _le(None if v is None else float(v) / scale, bound)}
+
+
+def _at_least(v: Any, bound: float) -> dict[str, Any]:
+    return {"value": v, "met": _ge(v, bound)}
+
+
+def _holds(section: dict[str, Any], key: str) -> dict[str, Any]:
+    """A yes/no target (None when the section did not run)."""
+    return {"value": section.get(key), "met": section.get(key) if section else None}
+
+
 def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target: the measured value, the bound and whether it is met (None: not
     measured)."""
     k, e, x = r.get("kernel", {}), r.get("enforcement", {}), r.get("e2e", {})
     sp, xb = r.get("spark", {}), r.get("e2e_busy_core", {})
-    ratio = k.get("numpy_per_core_over_spark_per_core")
     small, large = sp.get("state_bytes_per_batch_small"), sp.get("state_bytes_per_batch_large")
     return {
-        "spark small batch <= 1.0 s": {
-            "value": sp.get("small_batch_s"),
-            "met": _le(sp.get("small_batch_s"), 1.0),
-        },
-        "spark 1M-position book batch <= 1.5 s": {
-            "value": sp.get("large_book_batch_s"),
-            "met": _le(sp.get("large_book_batch_s"), 1.5),
-        },
-        "spark large / small batch <= 1.5": {
-            "value": sp.get("large_over_small"),
-            "met": _le(sp.get("large_over_small"), 1.5),
-        },
-        "spark jobs per batch <= 6": {
-            "value": sp.get("jobs_per_batch"),
-            "met": _le(sp.get("jobs_per_batch"), 6.0),
-        },
-        "spark state bytes per batch, large within 2x of small": {
-            "value": (large / small) if small and large else None,
-            "met": _le((large / small) if small and large else None, 2.0),
-        },
-        "numpy >= 20M positions/s": {
-            "value": k.get("numpy_pos_per_s"),
-            "met": _ge(k.get("numpy_pos_per_s"), 20e6),
-        },
-        "spark within 10x of numpy per core": {"value": ratio, "met": _le(ratio, 10.0)},
-        "fakes >= 5,000 records/s": {
-            "value": e.get("fake_records_per_s"),
-            "met": _ge(e.get("fake_records_per_s"), 5000.0),
-        },
-        "moto >= 500 records/s (1,000-record batches)": {
-            "value": e.get("records_per_s"),
-            "met": _ge(e.get("records_per_s"), 500.0),
-        },
-        "state reads <= ceil(accounts/100)": {
-            "value": e.get("state_reads_per_batch"),
-            "met": _le(e.get("state_reads_per_batch"), float(e.get("state_reads_allowed", 0))),
-        },
-        "one conditional write per account touched": {
-            "value": e.get("state_writes_per_account_touched"),
-            "met": _le(e.get("state_writes_per_account_touched"), 1.0 + 1e-9),
-        },
-        "constant idempotency calls (2 per batch)": {
-            "value": e.get("idempotency_calls_per_batch"),
-            "met": _le(e.get("idempotency_calls_per_batch"), 2.0),
-        },
-        "S3 creates <= 2 per account touched (its commit's object, the outbox it replaces)": {
-            "value": e.get("s3_puts_per_account_touched"),
-            "met": _le(e.get("s3_puts_per_account_touched"), 2.0),
-        },
-        "e2e p99 <= 2.5 s at 1,000 events/s": {
-            "value": x.get("latency_ms_p99"),
-            "met": _le(_seconds(x.get("latency_ms_p99")), 2.5),
-        },
-        "e2e p99 <= 2 s (stretch)": {
-            "value": x.get("latency_ms_p99"),
-            "met": _le(_seconds(x.get("latency_ms_p99")), 2.0),
-        },
-        "e2e kept up": {"value": x.get("kept_up"), "met": x.get("kept_up") if x else None},
-        "e2e p99 <= 5 s with one core kept busy by another process": {
-            "value": xb.get("latency_ms_p99"),
-            "met": _le(_seconds(xb.get("latency_ms_p99")), 5.0),
-        },
-        "e2e kept up with one core kept busy": {
-            "value": xb.get("kept_up"),
-            "met": xb.get("kept_up") if xb else None,
-        },
+        "spark small batch <= 1.0 s": _at_most(sp.get("small_batch_s"), 1.0),
+        "spark 1M-position book batch <= 1.5 s": _at_most(sp.get("large_book_batch_s"), 1.5),
+        "spark large / small batch <= 1.5": _at_most(sp.get("large_over_small"), 1.5),
+        "spark jobs per batch <= 6": _at_most(sp.get("jobs_per_batch"), 6.0),
+        "spark state bytes per batch, large within 2x of small": _at_most(
+            (large / small) if small and large else None, 2.0
+        ),
+        "numpy >= 20M positions/s": _at_least(k.get("numpy_pos_per_s"), 20e6),
+        "spark within 10x of numpy per core": _at_most(
+            k.get("numpy_per_core_over_spark_per_core"), 10.0
+        ),
+        "fakes >= 5,000 records/s": _at_least(e.get("fake_records_per_s"), 5000.0),
+        "moto >= 500 records/s (1,000-record batches)": _at_least(e.get("records_per_s"), 500.0),
+        "state reads <= ceil(accounts/100)": _at_most(
+            e.get("state_reads_per_batch"), float(e.get("state_reads_allowed", 0))
+        ),
+        "one conditional write per account touched": _at_most(
+            e.get("state_writes_per_account_touched"), 1.0 + 1e-9
+        ),
+        "constant idempotency calls (2 per batch)": _at_most(
+            e.get("idempotency_calls_per_batch"), 2.0
+        ),
+        "S3 creates <= 2 per account touched (its commit's object, the outbox it replaces)": (
+            _at_most(e.get("s3_puts_per_account_touched"), 2.0)
+        ),
+        "e2e p99 <= 2.5 s at 1,000 events/s": _at_most(x.get("latency_ms_p99"), 2.5, 1000.0),
+        "e2e p99 <= 2 s (stretch)": _at_most(x.get("latency_ms_p99"), 2.0, 1000.0),
+        "e2e kept up": _holds(x, "kept_up"),
+        "e2e p99 <= 5 s with one core kept busy by another process": _at_most(
+            xb.get("latency_ms_p99"), 5.0, 1000.0
+        ),
+        "e2e kept up with one core kept busy": _holds(xb, "kept_up"),
     }
-
-
-def _seconds(ms: Any) -> float | None:
-    return None if ms is None else float(ms) / 1000.0
 
 
 def _fmt(v: Any) -> str:
